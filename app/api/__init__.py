@@ -1,0 +1,1 @@
+"""HTTP API: controllers, request structs, dependencies and error responses."""

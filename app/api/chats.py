@@ -1,0 +1,49 @@
+"""`/chats` endpoints, messages included."""
+
+from __future__ import annotations
+
+from litestar import Controller, Response, get, post
+
+from app.api.schemas import CreateChat, Cursor, Limit, PathId, SendMessage
+from app.domain.chats import ChatRepository
+from app.domain.messages import MessageRepository
+from app.domain.records import Chat, Message, MessagePage
+
+
+class ChatController(Controller):
+    """Create and read chats; send and page through their messages."""
+
+    path = "/chats"
+    tags = ["chats"]
+
+    @post("/", status_code=201, summary="Create a chat with its members")
+    async def create(self, data: CreateChat, chats: ChatRepository) -> Chat:
+        return await chats.create(data.title, data.member_ids)
+
+    @get("/{chat_id:int}", summary="Get a chat and its member ids")
+    async def get_chat(self, chat_id: PathId, chats: ChatRepository) -> Chat:
+        return await chats.get(chat_id)
+
+    @post(
+        "/{chat_id:int}/messages",
+        summary="Send a message",
+        description="201 with the new message; 200 with the stored one when `client_msg_id` "
+        "repeats an earlier send of this sender.",
+    )
+    async def send(
+        self, chat_id: PathId, data: SendMessage, messages: MessageRepository
+    ) -> Response[Message]:
+        message, created = await messages.send(
+            chat_id, data.sender_id, data.body, data.client_msg_id
+        )
+        return Response(message, status_code=201 if created else 200)
+
+    @get("/{chat_id:int}/messages", summary="Page through a chat's messages, newest first")
+    async def list_messages(
+        self,
+        chat_id: PathId,
+        messages: MessageRepository,
+        limit: Limit = 50,
+        before: Cursor = None,
+    ) -> MessagePage:
+        return await messages.page(chat_id, before, limit)

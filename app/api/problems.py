@@ -1,0 +1,110 @@
+"""Errors as RFC 9457 problem details (`application/problem+json`).
+
+Titles and details are written for API clients; they never carry SQL, parameters, driver
+messages or stack traces. Unexpected errors are logged by type and place only, since a
+driver's message may quote the statement and its parameters.
+"""
+
+from __future__ import annotations
+
+import traceback
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+from app.db.errors import DatabaseUnavailableError, sqlstate_of
+from app.domain.errors import DomainError
+
+PROBLEM_JSON = "application/problem+json"
+
+log = structlog.get_logger("app.api")
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """An RFC 9457 problem document."""
+
+    title: str
+    status: int
+    detail: str | None = None
+    type: str = "about:blank"
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+def problem_response(
+    request: Request[Any, Any, Any],
+    status: int,
+    detail: str | None,
+    *,
+    title: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Problem]:
+    """Build a problem+json response for `request`."""
+    problem = Problem(
+        title=title or HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        errors=errors,
+    )
+    return Response(problem, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
+    return problem_response(request, exc.status_code, exc.detail, title=exc.title)
+
+
+def _unavailable(
+    request: Request[Any, Any, Any], exc: DatabaseUnavailableError
+) -> Response[Problem]:
+    log.warning("request answered 503", path=request.url.path, reason=exc.reason)
+    return problem_response(
+        request, 503, exc.reason, headers={"Retry-After": str(exc.retry_after_s)}
+    )
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    status = exc.status_code
+    errors = None
+    detail: str | None = exc.detail
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        errors = [_clean_validation_item(item) for item in exc.extra if isinstance(item, dict)]
+    if status >= 500:
+        detail = None
+    elif detail == HTTPStatus(status).phrase:
+        detail = None
+    return problem_response(request, status, detail, errors=errors, headers=exc.headers)
+
+
+def _clean_validation_item(item: dict[str, Any]) -> dict[str, Any]:
+    """Keep only what tells the client which field was wrong and why."""
+    return {key: item[key] for key in ("message", "key", "source") if key in item}
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "unknown"
+    log.error(
+        "unhandled error",
+        path=request.url.path,
+        error=type(exc).__name__,
+        sqlstate=sqlstate_of(exc),
+        where=where,
+    )
+    return problem_response(request, 500, "an unexpected error occurred; it has been logged")
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    DomainError: _domain_error,
+    DatabaseUnavailableError: _unavailable,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}
+
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "Problem", "problem_response"]

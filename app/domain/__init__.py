@@ -1,0 +1,1 @@
+"""Domain areas (users, chats, messages): their records and repositories."""

@@ -1,0 +1,79 @@
+"""The schema as SQLAlchemy metadata (DESIGN section 5); migrations create it in Alembic."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("username", Text, nullable=False, unique=True),
+    Column("display_name", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'offline'")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("username ~ '^[a-z0-9_]{3,32}$'", name="username_format"),
+    CheckConstraint("char_length(display_name) BETWEEN 1 AND 64", name="display_name_length"),
+    CheckConstraint("status IN ('online', 'offline', 'away')", name="status_value"),
+    Index("ix_users_status_id", "status", "id"),
+)
+
+chats = Table(
+    "chats",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("title", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("char_length(title) BETWEEN 1 AND 200", name="title_length"),
+)
+
+chat_members = Table(
+    "chat_members",
+    metadata,
+    Column("chat_id", BigInteger, ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("joined_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("chat_id", "user_id"),
+    Index("ix_chat_members_user_id", "user_id"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("chat_id", BigInteger, ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
+    Column("sender_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("client_msg_id", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("char_length(body) BETWEEN 1 AND 4000", name="body_length"),
+    CheckConstraint("char_length(client_msg_id) BETWEEN 1 AND 64", name="client_msg_id_length"),
+    UniqueConstraint("sender_id", "client_msg_id"),
+    Index("ix_messages_chat_id_id", "chat_id", text("id DESC")),
+)
