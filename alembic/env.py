@@ -51,7 +51,10 @@ async def run_migrations_online() -> None:
     timeout_s = float(os.environ.get("DB_CONNECT_TIMEOUT_MS", "5000")) / 1000
     engine = create_async_engine(
         _database_url(),
-        connect_args={"timeout": timeout_s, "server_settings": {"application_name": "messenger-migrate"}},
+        connect_args={
+            "timeout": timeout_s,
+            "server_settings": {"application_name": "messenger-migrate"},
+        },
     )
     try:
         async with engine.connect() as connection:

@@ -45,7 +45,9 @@ def _start_embedded(replicas: int = 1) -> tuple[dict[str, str], bool]:
         "DATABASE_URL": cluster.primary_url,
         "DATABASE_REPLICA_URLS": ",".join(cluster.replica_urls),
     }
-    print(f"embedded PostgreSQL {'reused' if was_running else 'started'}: {ENV_FILE}", file=sys.stderr)
+    print(
+        f"embedded PostgreSQL {'reused' if was_running else 'started'}: {ENV_FILE}", file=sys.stderr
+    )
     return urls, not was_running
 
 

@@ -7,6 +7,7 @@ when the value may hold a secret (URLs).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -215,7 +216,7 @@ class _Reader:
             value = float(raw)
         except ValueError:
             raise ConfigError(name, f"expected a number, got {raw[:20]!r}") from None
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise ConfigError(name, "expected a finite number")
         _check_range(name, value, minimum, None)
         return value
@@ -256,9 +257,7 @@ class _Reader:
         return tuple(_validate_url(name, url, ("postgresql", "postgres")) for url in urls)
 
 
-def _check_range(
-    name: str, value: float, minimum: float | None, maximum: float | None
-) -> None:
+def _check_range(name: str, value: float, minimum: float | None, maximum: float | None) -> None:
     if minimum is not None and value < minimum:
         raise ConfigError(name, f"must be at least {minimum}")
     if maximum is not None and value > maximum:

@@ -31,15 +31,11 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_NOW),
         sa.PrimaryKeyConstraint("id", name="pk_users"),
         sa.UniqueConstraint("username", name="uq_users_username"),
-        sa.CheckConstraint(
-            "username ~ '^[a-z0-9_]{3,32}$'", name="ck_users_username_format"
-        ),
+        sa.CheckConstraint("username ~ '^[a-z0-9_]{3,32}$'", name="ck_users_username_format"),
         sa.CheckConstraint(
             "char_length(display_name) BETWEEN 1 AND 64", name="ck_users_display_name_length"
         ),
-        sa.CheckConstraint(
-            "status IN ('online', 'offline', 'away')", name="ck_users_status_value"
-        ),
+        sa.CheckConstraint("status IN ('online', 'offline', 'away')", name="ck_users_status_value"),
     )
     op.create_index("ix_users_status_id", "users", ["status", "id"])
     op.create_table(
@@ -79,10 +75,10 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["sender_id"], ["users.id"], ondelete="CASCADE", name="fk_messages_sender_id_users"
         ),
-        sa.UniqueConstraint("sender_id", "client_msg_id", name="uq_messages_sender_id_client_msg_id"),
-        sa.CheckConstraint(
-            "char_length(body) BETWEEN 1 AND 4000", name="ck_messages_body_length"
+        sa.UniqueConstraint(
+            "sender_id", "client_msg_id", name="uq_messages_sender_id_client_msg_id"
         ),
+        sa.CheckConstraint("char_length(body) BETWEEN 1 AND 4000", name="ck_messages_body_length"),
         sa.CheckConstraint(
             "char_length(client_msg_id) BETWEEN 1 AND 64", name="ck_messages_client_msg_id_length"
         ),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from litestar import Controller, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from app.api.schemas import CreateChat, Cursor, Limit, PathId, SendMessage
 from app.domain.chats import ChatRepository
@@ -17,11 +19,13 @@ class ChatController(Controller):
     tags = ["chats"]
 
     @post("/", status_code=201, summary="Create a chat with its members")
-    async def create(self, data: CreateChat, chats: ChatRepository) -> Chat:
+    async def create(
+        self, data: JSONBody[CreateChat], chats: NamedDependency[ChatRepository]
+    ) -> Chat:
         return await chats.create(data.title, data.member_ids)
 
     @get("/{chat_id:int}", summary="Get a chat and its member ids")
-    async def get_chat(self, chat_id: PathId, chats: ChatRepository) -> Chat:
+    async def get_chat(self, chat_id: PathId, chats: NamedDependency[ChatRepository]) -> Chat:
         return await chats.get(chat_id)
 
     @post(
@@ -31,7 +35,10 @@ class ChatController(Controller):
         "repeats an earlier send of this sender.",
     )
     async def send(
-        self, chat_id: PathId, data: SendMessage, messages: MessageRepository
+        self,
+        chat_id: PathId,
+        data: JSONBody[SendMessage],
+        messages: NamedDependency[MessageRepository],
     ) -> Response[Message]:
         message, created = await messages.send(
             chat_id, data.sender_id, data.body, data.client_msg_id
@@ -42,7 +49,7 @@ class ChatController(Controller):
     async def list_messages(
         self,
         chat_id: PathId,
-        messages: MessageRepository,
+        messages: NamedDependency[MessageRepository],
         limit: Limit = 50,
         before: Cursor = None,
     ) -> MessagePage:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Request
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ClientException
 
 from app.db.database import Database
@@ -35,15 +35,15 @@ def provide_db_session(request: Request[object, object, State], state: State) ->
     return session
 
 
-def provide_users(db_session: DbSession) -> UserRepository:
+def provide_users(db_session: NamedDependency[DbSession]) -> UserRepository:
     return UserRepository(db_session)
 
 
-def provide_chats(db_session: DbSession) -> ChatRepository:
+def provide_chats(db_session: NamedDependency[DbSession]) -> ChatRepository:
     return ChatRepository(db_session)
 
 
-def provide_messages(db_session: DbSession) -> MessageRepository:
+def provide_messages(db_session: NamedDependency[DbSession]) -> MessageRepository:
     return MessageRepository(db_session)
 
 

@@ -75,9 +75,7 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     detail: str | None = exc.detail
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
         errors = [_clean_validation_item(item) for item in exc.extra if isinstance(item, dict)]
-    if status >= 500:
-        detail = None
-    elif detail == HTTPStatus(status).phrase:
+    if status >= 500 or detail == HTTPStatus(status).phrase:
         detail = None
     return problem_response(request, status, detail, errors=errors, headers=exc.headers)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from litestar.params import Parameter
+from litestar.params import PathParameter, QueryParameter
 
 from app.domain.records import UserStatus
 
@@ -29,15 +29,21 @@ ClientMsgId = Annotated[
         min_length=1,
         max_length=64,
         pattern=NO_NUL,
-        description="Idempotency key, unique per sender: a repeated send returns the stored message",
+        description="Idempotency key, unique per sender; a repeat returns the stored message",
     ),
 ]
 Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_BIGINT)]
 
 # Path and query parameters.
-PathId = Annotated[int, Parameter(ge=1, le=MAX_BIGINT)]
-Limit = Annotated[int, Parameter(ge=1, le=200, description="Page size, 1 to 200")]
-Cursor = Annotated[int | None, Parameter(ge=0, le=MAX_BIGINT)]
+PathId = Annotated[int, PathParameter(ge=1, le=MAX_BIGINT)]
+Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Page size, 1 to 200")]
+Cursor = Annotated[
+    int | None,
+    QueryParameter(ge=0, le=MAX_BIGINT, description="Cursor: `next` of the previous page"),
+]
+StatusFilter = Annotated[
+    UserStatus | None, QueryParameter(description="Only users with this status")
+]
 
 
 class CreateUser(msgspec.Struct, frozen=True):

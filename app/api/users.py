@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from litestar import Controller, get, post, put
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
-from app.api.schemas import CreateUser, Cursor, Limit, PathId, SetStatus
+from app.api.schemas import CreateUser, Cursor, Limit, PathId, SetStatus, StatusFilter
 from app.domain.chats import ChatRepository
-from app.domain.records import ChatList, User, UserPage, UserStatus
+from app.domain.records import ChatList, User, UserPage
 from app.domain.users import UserRepository
 
 
@@ -17,27 +19,33 @@ class UserController(Controller):
     tags = ["users"]
 
     @post("/", status_code=201, summary="Create a user")
-    async def create(self, data: CreateUser, users: UserRepository) -> User:
+    async def create(
+        self, data: JSONBody[CreateUser], users: NamedDependency[UserRepository]
+    ) -> User:
         return await users.create(data.username, data.display_name)
 
     @get("/{user_id:int}", summary="Get a user")
-    async def get_user(self, user_id: PathId, users: UserRepository) -> User:
+    async def get_user(self, user_id: PathId, users: NamedDependency[UserRepository]) -> User:
         return await users.get(user_id)
 
     @get("/", summary="List users by ascending id, optionally by status")
     async def list_users(
         self,
-        users: UserRepository,
-        status: UserStatus | None = None,
+        users: NamedDependency[UserRepository],
+        status: StatusFilter = None,
         limit: Limit = 50,
         after: Cursor = None,
     ) -> UserPage:
         return await users.page(status, after or 0, limit)
 
     @put("/{user_id:int}/status", summary="Set a user's status")
-    async def set_status(self, user_id: PathId, data: SetStatus, users: UserRepository) -> User:
+    async def set_status(
+        self, user_id: PathId, data: JSONBody[SetStatus], users: NamedDependency[UserRepository]
+    ) -> User:
         return await users.set_status(user_id, data.status)
 
     @get("/{user_id:int}/chats", summary="List the chats a user is a member of")
-    async def chats_of_user(self, user_id: PathId, chats: ChatRepository) -> ChatList:
+    async def chats_of_user(
+        self, user_id: PathId, chats: NamedDependency[ChatRepository]
+    ) -> ChatList:
         return await chats.of_user(user_id)

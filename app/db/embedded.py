@@ -180,7 +180,9 @@ class EmbeddedCluster:
     def is_running(self) -> bool:
         """Whether every server recorded under `root` is up (False before the first start)."""
         ports = self._load_ports()
-        return bool(ports) and all(Node(self, name, port).is_running() for name, port in ports.items())
+        return bool(ports) and all(
+            Node(self, name, port).is_running() for name, port in ports.items()
+        )
 
     @property
     def primary_url(self) -> str:

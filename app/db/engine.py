@@ -51,7 +51,9 @@ def create_pool_engine(
         "timeout": pool.connect_timeout_s,
         "server_settings": server_settings,
         # A client-side bound too, in case the server hangs without answering at all.
-        "command_timeout": pool.statement_timeout_ms / 1000 + 2 if pool.statement_timeout_ms else None,
+        "command_timeout": pool.statement_timeout_ms / 1000 + 2
+        if pool.statement_timeout_ms
+        else None,
     }
     if pool.statement_timeout_ms:
         if pgbouncer:
@@ -83,7 +85,9 @@ def create_pool_engine(
 def asyncpg_url(url: str) -> str:
     """Force the asyncpg driver and drop libpq-only query options asyncpg does not accept."""
     parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in {"sslmode", "target_session_attrs"}]
+    query = [
+        (k, v) for k, v in parse_qsl(parts.query) if k not in {"sslmode", "target_session_attrs"}
+    ]
     scheme = "postgresql+asyncpg"
     rebuilt = urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
     make_url(rebuilt)  # validate early; raises ArgumentError without echoing the password

@@ -57,7 +57,9 @@ class ReplicaSet:
     def __len__(self) -> int:
         return len(self.states)
 
-    def choose(self, min_lsn: int | None = None, exclude: frozenset[str] = frozenset()) -> Pool | None:
+    def choose(
+        self, min_lsn: int | None = None, exclude: frozenset[str] = frozenset()
+    ) -> Pool | None:
         """The healthy replica with the fewest checked-out connections that has replayed
         `min_lsn` (when given); None when no replica qualifies (read from the writer)."""
         best: ReplicaState | None = None

@@ -21,7 +21,8 @@ _SEND = text(
     f" RETURNING {_COLUMNS}"
 )
 _STORED = text(
-    f"SELECT {_COLUMNS} FROM messages WHERE sender_id = :sender_id AND client_msg_id = :client_msg_id"
+    f"SELECT {_COLUMNS} FROM messages"
+    " WHERE sender_id = :sender_id AND client_msg_id = :client_msg_id"
 )
 _WHY_NOT_SENT = text(
     "SELECT EXISTS (SELECT 1 FROM chats WHERE id = :chat_id),"
@@ -75,9 +76,7 @@ class MessageRepository:
             if row is not None:
                 stored = Message(*row)
                 if stored.chat_id != params["chat_id"] or stored.body != params["body"]:
-                    raise ConflictError(
-                        "client_msg_id was already used for a different message"
-                    )
+                    raise ConflictError("client_msg_id was already used for a different message")
                 return stored
         chat_exists, is_member = (await conn.execute(_WHY_NOT_SENT, params)).one()
         if not chat_exists:
@@ -88,7 +87,11 @@ class MessageRepository:
 
     async def page(self, chat_id: int, before: int | None, limit: int) -> MessagePage:
         """Messages of a chat with id below `before`, newest first."""
-        params = {"chat_id": chat_id, "before": MAX_ID if before is None else before, "limit": limit + 1}
+        params = {
+            "chat_id": chat_id,
+            "before": MAX_ID if before is None else before,
+            "limit": limit + 1,
+        }
 
         async def fetch(conn: AsyncConnection) -> list[Message] | None:
             items = [Message(*row) for row in await conn.execute(_PAGE, params)]

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, Response, get
 from litestar.datastructures import State
+from litestar.params import FromQuery
 
 from app.lifecycle import Lifecycle
 from app.ops.readiness import check_readiness
@@ -34,7 +35,9 @@ class HealthController(Controller):
         return Liveness(status="pass", uptime=lifecycle.uptime_s)
 
     @get("/ready", summary="Readiness: writer, replicas and Redis, checked concurrently")
-    async def ready(self, state: State, verbose: bool = False) -> Response[dict[str, Any]]:
+    async def ready(
+        self, state: State, verbose: FromQuery[bool] = False
+    ) -> Response[dict[str, Any]]:
         report = await check_readiness(state, verbose=verbose)
         return Response(
             report.body,

@@ -1,0 +1,59 @@
+"""`/chats` and `/users/{id}/chats`."""
+
+from __future__ import annotations
+
+from litestar.testing import TestClient
+
+from tests.support.api import assert_problem, create_chat, create_user
+
+
+def test_create_chat_with_members(client: TestClient) -> None:
+    a, b = create_user(client), create_user(client)
+    chat = create_chat(client, [b["id"], a["id"], b["id"]], title="team")
+    assert chat["title"] == "team"
+    assert chat["member_ids"] == sorted([a["id"], b["id"]])
+
+
+def test_chat_without_title(client: TestClient) -> None:
+    a = create_user(client)
+    chat = create_chat(client, [a["id"]], title=None)
+    assert chat["title"] is None
+
+
+def test_unknown_member_is_404_and_creates_nothing(client: TestClient) -> None:
+    a = create_user(client)
+    before = client.get(f"/users/{a['id']}/chats").json()["items"]
+    response = client.post("/chats", json={"member_ids": [a["id"], 999999998, 999999999]})
+    problem = assert_problem(response, 404)
+    assert "999999998" in problem["detail"]
+    assert "999999999" in problem["detail"]
+    headers = {
+        "X-Consistency-Token": client.post(
+            "/users", json={"username": "tok_" + a["username"][2:12]}
+        ).headers["x-consistency-token"]
+    }
+    assert client.get(f"/users/{a['id']}/chats", headers=headers).json()["items"] == before
+
+
+def test_get_chat_and_chats_of_user(client: TestClient) -> None:
+    a, b = create_user(client), create_user(client)
+    first = create_chat(client, [a["id"], b["id"]])
+    response = client.post("/chats", json={"title": "second", "member_ids": [a["id"]]})
+    second = response.json()
+    headers = {"X-Consistency-Token": response.headers["x-consistency-token"]}
+    assert client.get(f"/chats/{first['id']}", headers=headers).json() == first
+    chats = client.get(f"/users/{a['id']}/chats", headers=headers).json()["items"]
+    assert [chat["id"] for chat in chats] == [first["id"], second["id"]]
+    assert client.get(f"/users/{b['id']}/chats", headers=headers).json()["items"] == [first]
+
+
+def test_unknown_chat_and_unknown_user_chats_are_404(client: TestClient) -> None:
+    assert_problem(client.get("/chats/999999999"), 404)
+    assert_problem(client.get("/users/999999999/chats"), 404)
+
+
+def test_user_without_chats_has_empty_list(client: TestClient) -> None:
+    response = client.post("/users", json={"username": create_user(client)["username"] + "_z"})
+    user = response.json()
+    headers = {"X-Consistency-Token": response.headers["x-consistency-token"]}
+    assert client.get(f"/users/{user['id']}/chats", headers=headers).json() == {"items": []}

@@ -1,0 +1,40 @@
+"""Small helpers that drive the API the way a client would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar.testing import TestClient
+
+from tests.factories import CreateUserFactory
+
+
+def create_user(client: TestClient, **fields: Any) -> dict[str, Any]:  # type: ignore[type-arg]
+    body = msgspec.to_builtins(CreateUserFactory.build(**fields))
+    response = client.post("/users", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def create_chat(
+    client: TestClient,
+    member_ids: list[int],
+    title: str | None = "chat",  # type: ignore[type-arg]
+) -> dict[str, Any]:
+    response = client.post("/chats", json={"title": title, "member_ids": member_ids})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def assert_problem(response: Any, status: int) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with `status` and no internals in it."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = dict(response.json())
+    assert problem["status"] == status
+    assert problem["title"]
+    text = response.text.lower()
+    for leak in ("select ", "insert ", "traceback", "asyncpg", "sqlalchemy", "postgresql://"):
+        assert leak not in text, f"{leak!r} leaked into {response.text}"
+    return problem

@@ -1,0 +1,97 @@
+"""The database servers the suite runs against: the embedded cluster, or given URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from app.db.embedded import EmbeddedCluster
+
+
+@dataclass
+class TestDatabase:
+    __test__ = False
+
+    """URLs of the primary and replicas, and (for the embedded cluster) control over them."""
+
+    primary_url: str
+    replica_urls: list[str]
+    cluster: EmbeddedCluster | None = None
+    _cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {
+            "APP_ENV": "test",
+            "DATABASE_URL": self.primary_url,
+            "DATABASE_REPLICA_URLS": ",".join(self.replica_urls),
+        }
+        env.update(overrides)
+        return env
+
+    def wait_replicas(self, timeout_s: float = 30.0) -> None:
+        """Wait until every replica has replayed the primary's current WAL position."""
+        if not self.replica_urls:
+            return
+        target = fetchval(self.primary_url, "SELECT pg_current_wal_lsn()")
+        for url in self.replica_urls:
+            wait_until(
+                lambda url=url: fetchval(
+                    url, "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", target
+                ),
+                timeout_s,
+                f"replica {url} replays {target}",
+            )
+
+
+def start_test_database() -> TestDatabase:
+    """The embedded cluster in a temporary directory, or TEST_DATABASE_URL(S) when set."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        replicas = os.environ.get("TEST_DATABASE_REPLICA_URLS", "")
+        return TestDatabase(url, [part for part in replicas.split(",") if part])
+    root = Path(tempfile.mkdtemp(prefix="messenger-test-pg-"))
+    cluster = EmbeddedCluster(root, replicas=2)
+    cluster.start()
+    database = TestDatabase(cluster.primary_url, cluster.replica_urls, cluster)
+    database._cleanup.append(cluster.destroy)
+    return database
+
+
+def stop_test_database(database: TestDatabase) -> None:
+    for cleanup in database._cleanup:
+        cleanup()
+
+
+def fetchval(url: str, query: str, *args: Any) -> Any:
+    """Run one query on a fresh connection and return the first column of the first row."""
+
+    async def run() -> Any:
+        conn = await asyncpg.connect(url, timeout=5)
+        try:
+            return await conn.fetchval(query, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition"
+) -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.02)
