@@ -1,0 +1,49 @@
+# The project's interface. `just --list` shows every recipe.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+set dotenv-load := false
+
+export UV_PYTHON := "3.11"
+
+# Show the recipes
+default:
+    @just --list
+
+# Install the locked dependencies into .venv
+sync:
+    uv sync --locked
+
+# Serve the API on http://127.0.0.1:8000 (embedded PostgreSQL primary + replica when DATABASE_URL is unset)
+run: sync
+    uv run --locked python -m app serve
+
+# The fast suite (unit + integration against a real primary and two replicas)
+test *ARGS: sync
+    uv run --locked pytest -m "not slow" {{ARGS}}
+
+# Everything, the slow fault and process tests included (what CI runs)
+test-all *ARGS: sync
+    uv run --locked pytest {{ARGS}}
+
+# ruff, ruff format --check, mypy strict on app/, hadolint on the Containerfile
+lint: sync
+    uv run --locked ruff check app tests alembic
+    uv run --locked ruff format --check app tests alembic
+    uv run --locked mypy
+    uv run --locked hadolint Containerfile
+
+# Format the code
+fmt: sync
+    uv run --locked ruff check --fix app tests alembic
+    uv run --locked ruff format app tests alembic
+
+# Apply migrations to DATABASE_URL (the embedded primary when unset)
+migrate REVISION="head": sync
+    uv run --locked python -m app migrate {{REVISION}}
+
+# Start the embedded cluster and print its URLs (it keeps running)
+db-up: sync
+    uv run --locked python -m app db up
+
+# Stop the embedded cluster
+db-down: sync
+    uv run --locked python -m app db down
