@@ -26,7 +26,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """Start with `with ServerProcess(database, WORKERS="2") as server:`; logs in `server.logs()`."""
+    """`with ServerProcess(database, WORKERS="2") as server:`; its output in `server.logs()`."""
 
     def __init__(self, database: TestDatabase, **env: str) -> None:
         self.port = free_port()
