@@ -1,0 +1,50 @@
+"""`python -m app`: bad settings stop it with one line naming the variable, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"DB_POOL_MAX": "lots"}, "DB_POOL_MAX"),
+        ({"APP_ENV": "production"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://u:Pw-9x8y@h:bad/db"}, "DATABASE_URL"),
+    ],
+)
+def test_bad_setting_is_one_line_and_exit_2(env: dict[str, str], variable: str) -> None:
+    result = _run("serve", **env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {variable}: ")
+    assert "Traceback" not in result.stderr
+    assert "Pw-9x8y" not in result.stderr + result.stdout
+
+
+def test_unreachable_database_fails_migrate_in_one_line_without_password() -> None:
+    result = _run("migrate", DATABASE_URL="postgresql://u:Pw-9x8y@127.0.0.1:1/db")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Pw-9x8y" not in result.stderr + result.stdout

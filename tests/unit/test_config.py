@@ -1,0 +1,107 @@
+"""Settings: defaults, parsing, and errors that name the variable and never the secret."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.config import ConfigError, Settings
+
+URL = "postgresql://app:S3cret-Pw@db.internal:5432/messenger"
+
+
+def test_defaults_for_development() -> None:
+    settings = Settings.from_env({})
+    assert settings.app_env == "development"
+    assert settings.database_url is None
+    assert settings.replica_urls == ()
+    assert settings.sslmode == "disable"
+    assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
+    assert settings.pool_timeout_ms == 2000
+    assert settings.statement_timeout_ms == 5000
+    assert settings.replica_max_lag_s == 10.0
+    assert settings.pgbouncer is False
+
+
+def test_production_requires_database_url_and_defaults_to_verify_full() -> None:
+    with pytest.raises(ConfigError, match="^DATABASE_URL: required"):
+        Settings.from_env({"APP_ENV": "production"})
+    settings = Settings.from_env({"APP_ENV": "production", "DATABASE_URL": URL})
+    assert settings.sslmode == "verify-full"
+
+
+def test_replica_urls_comma_separated_and_single() -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": URL,
+            "DATABASE_REPLICA_URLS": "postgresql://r0/db, postgresql://r1/db",
+            "DATABASE_REPLICA_URL": "postgresql://r2/db",
+        }
+    )
+    assert settings.replica_urls == (
+        "postgresql://r0/db",
+        "postgresql://r1/db",
+        "postgresql://r2/db",
+    )
+
+
+def test_pool_settings_map_to_both_pools() -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": URL,
+            "DB_POOL_MIN": "3",
+            "DB_POOL_MAX": "7",
+            "DB_REPLICA_POOL_MIN": "1",
+            "DB_REPLICA_POOL_MAX": "2",
+            "DB_POOL_TIMEOUT_MS": "250",
+            "DB_IDLE_TIMEOUT_MS": "1500",
+        }
+    )
+    assert (settings.writer_pool.min_size, settings.writer_pool.max_size) == (3, 7)
+    assert (settings.replica_pool.min_size, settings.replica_pool.max_size) == (1, 2)
+    assert settings.writer_pool.timeout_s == 0.25
+    assert settings.replica_pool.idle_timeout_s == 1.5
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"APP_ENV": "staging"}, "APP_ENV"),
+        ({"DB_POOL_MAX": "ten"}, "DB_POOL_MAX"),
+        ({"DB_POOL_MAX": "0"}, "DB_POOL_MAX"),
+        ({"DB_POOL_MIN": "-1"}, "DB_POOL_MIN"),
+        ({"DB_POOL_MIN": "20", "DB_POOL_MAX": "10"}, "DB_POOL_MIN"),
+        ({"DB_REPLICA_POOL_MIN": "5", "DB_REPLICA_POOL_MAX": "2"}, "DB_REPLICA_POOL_MIN"),
+        ({"DB_POOL_TIMEOUT_MS": "0"}, "DB_POOL_TIMEOUT_MS"),
+        ({"DB_REPLICA_MAX_LAG_S": "nan"}, "DB_REPLICA_MAX_LAG_S"),
+        ({"DB_REPLICA_MAX_LAG_S": "-1"}, "DB_REPLICA_MAX_LAG_S"),
+        ({"DB_SSLMODE": "maybe"}, "DB_SSLMODE"),
+        ({"DB_PGBOUNCER": "perhaps"}, "DB_PGBOUNCER"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"WORKERS": "0"}, "WORKERS"),
+        ({"DATABASE_URL": "mysql://u:S3cret-Pw@h/db"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://u:S3cret-Pw@h:notaport/db"}, "DATABASE_URL"),
+        (
+            {"DATABASE_URL": URL, "DATABASE_REPLICA_URLS": "http://u:S3cret-Pw@r/db"},
+            "DATABASE_REPLICA_URLS",
+        ),
+        ({"DATABASE_REPLICA_URLS": "postgresql://r/db"}, "DATABASE_REPLICA_URLS"),
+        ({"REDIS_URL": "postgresql://u:S3cret-Pw@h/db"}, "REDIS_URL"),
+    ],
+)
+def test_bad_values_name_the_variable_and_hide_secrets(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(f"{variable}: ")
+    assert "S3cret-Pw" not in str(caught.value)
+
+
+def test_describe_redacts_every_url() -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": URL,
+            "DATABASE_REPLICA_URLS": "postgresql://app:S3cret-Pw@replica/messenger",
+            "REDIS_URL": "redis://:S3cret-Pw@cache:6379/0",
+        }
+    )
+    assert "S3cret-Pw" not in repr(settings.describe())
