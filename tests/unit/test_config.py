@@ -23,7 +23,7 @@ def test_defaults_for_development() -> None:
 
 
 def test_production_requires_database_url_and_defaults_to_verify_full() -> None:
-    with pytest.raises(ConfigError, match="^DATABASE_URL: required"):
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL: required"):
         Settings.from_env({"APP_ENV": "production"})
     settings = Settings.from_env({"APP_ENV": "production", "DATABASE_URL": URL})
     assert settings.sslmode == "verify-full"
