@@ -27,7 +27,7 @@ from app.config import PoolSettings, SslMode
 
 PING_AFTER_IDLE_S = 1.0
 RECYCLE_JITTER = 0.1
-_CHECKED_IN_AT = "checked_in_at"
+CHECKED_IN_AT = "checked_in_at"
 _RECYCLE_AT = "recycle_at"
 
 log = structlog.get_logger("app.db.pool")
@@ -124,7 +124,7 @@ def _install_events(engine: AsyncEngine, name: str, pool: PoolSettings, *, pgbou
 
     @event.listens_for(target, "checkin")
     def on_checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        record.info[_CHECKED_IN_AT] = time.monotonic()
+        record.info[CHECKED_IN_AT] = time.monotonic()
 
     @event.listens_for(target, "checkout")
     def on_checkout(
@@ -134,7 +134,7 @@ def _install_events(engine: AsyncEngine, name: str, pool: PoolSettings, *, pgbou
         if now >= record.info.get(_RECYCLE_AT, float("inf")):
             log.debug("connection recycled", pool=name)
             raise exc.DisconnectionError("connection reached its maximum lifetime")
-        checked_in_at = record.info.get(_CHECKED_IN_AT)
+        checked_in_at = record.info.get(CHECKED_IN_AT)
         if checked_in_at is not None and now - checked_in_at >= PING_AFTER_IDLE_S:
             try:
                 dbapi_connection.ping()

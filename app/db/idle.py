@@ -1,0 +1,100 @@
+"""Closes idle connections above a pool's minimum once they sat unused for the idle timeout.
+
+SQLAlchemy's QueuePool has no idle timeout: it keeps up to `pool_size` connections forever,
+and with `max_overflow` it closes a surplus connection the instant it is returned, which
+churns connections under bursty load. We keep up to the maximum (`pool_size`) and trim here.
+
+The pool reuses connections LIFO, so the least recently used idle ones sit at the bottom of
+its queue; this reaper removes those (no await in between, so no checkout can interleave),
+accounts for them as SQLAlchemy does when it discards a connection, and closes them. That
+reaches into QueuePool's queue, which SQLAlchemy does not expose: the access is confined to
+`_idle_stack`, checked at start, and the reaper disables itself (logging once) if the
+structure is not what it expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import structlog
+from sqlalchemy.pool import QueuePool
+from sqlalchemy.util import greenlet_spawn
+
+from app.db.engine import CHECKED_IN_AT
+
+log = structlog.get_logger("app.db.pool")
+
+
+def _idle_stack(pool: QueuePool) -> list[Any] | None:
+    """The list behind the pool's LIFO queue, least recently returned first; None if unknown."""
+    queue = getattr(getattr(pool, "_pool", None), "_queue", None)
+    items = getattr(queue, "_queue", None)
+    return items if isinstance(items, list) else None
+
+
+async def reap_idle(pool: QueuePool, *, min_size: int, idle_timeout_s: float, name: str) -> int:
+    """Close connections idle for `idle_timeout_s` while more than `min_size` exist."""
+    stack = _idle_stack(pool)
+    if stack is None:
+        return 0
+    now = time.monotonic()
+    victims = []
+    total = pool.checkedin() + pool.checkedout()
+    while stack and total - len(victims) > min_size:
+        checked_in_at = stack[0].info.get(CHECKED_IN_AT, now)
+        if now - checked_in_at < idle_timeout_s:
+            break
+        victims.append(stack.pop(0))
+    for record in victims:
+        try:
+            # Shielded: stopping the reaper must not leave a half-closed connection behind.
+            await asyncio.shield(greenlet_spawn(record.close))
+        except Exception as error:
+            log.warning("closing an idle connection failed", pool=name, error=type(error).__name__)
+        finally:
+            pool._dec_overflow()  # noqa: SLF001 - what QueuePool does on discarding one
+    if victims:
+        log.debug("idle connections closed", pool=name, closed=len(victims))
+    return len(victims)
+
+
+class IdleReaper:
+    """Background task trimming each pool back towards its minimum."""
+
+    def __init__(self, pools: list[tuple[str, QueuePool, int]], idle_timeout_s: float) -> None:
+        self._pools = pools
+        self._idle_timeout_s = idle_timeout_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start trimming (no-op when the idle timeout is 0 or the pool layout is unknown)."""
+        if self._idle_timeout_s <= 0 or self._task is not None:
+            return
+        if any(_idle_stack(pool) is None for _, pool, _ in self._pools):
+            log.warning("idle timeout disabled: unexpected SQLAlchemy pool layout")
+            return
+        self._task = asyncio.create_task(self._run(), name="idle-reaper")
+
+    async def stop(self) -> None:
+        """Stop trimming."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        interval = min(max(self._idle_timeout_s / 2, 0.05), 5.0)
+        while True:
+            await asyncio.sleep(interval)
+            for name, pool, min_size in self._pools:
+                try:
+                    await reap_idle(
+                        pool, min_size=min_size, idle_timeout_s=self._idle_timeout_s, name=name
+                    )
+                except Exception:
+                    log.exception("idle reaper failed", pool=name)

@@ -1,0 +1,72 @@
+"""DB_IDLE_TIMEOUT_MS: idle connections above the pool minimum are closed, the rest kept."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from sqlalchemy import text
+from sqlalchemy.pool import QueuePool
+
+from app.config import Settings
+from app.db.database import Database
+from app.db.idle import IdleReaper
+from tests.support.cluster import TestDatabase
+
+_ALIVE = text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(CAST(:pids AS int[]))")
+
+
+async def _alive(database: Database, pids: list[int]) -> int:
+    async with database.writer.acquire() as conn:
+        # This probe borrows a connection itself; count only the burst's backends.
+        result = await conn.execute(_ALIVE, {"pids": pids})
+        return int(result.scalar_one())
+
+
+async def _scenario(settings: Settings) -> tuple[int, int, int]:
+    database = Database(settings)
+    pool = database.writer.engine.sync_engine.pool
+    assert isinstance(pool, QueuePool)
+    await database.writer.open_minimum()
+    pids: list[int] = []
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with database.writer.acquire() as conn:
+            pids.append(int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()))
+            await release.wait()
+
+    holders = [asyncio.create_task(hold()) for _ in range(5)]
+    while len(pids) < 5:
+        await asyncio.sleep(0.01)
+    release.set()
+    await asyncio.gather(*holders)
+    after_burst = database.writer.snapshot().total
+    reaper = IdleReaper([("primary", pool, 2)], idle_timeout_s=0.3)
+    reaper.start()
+    deadline = time.monotonic() + 10
+    try:
+        while database.writer.snapshot().total > 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        await reaper.stop()
+    trimmed = database.writer.snapshot().total
+    # Backends leave pg_stat_activity shortly after their client hangs up; wait for that.
+    alive = await _alive(database, pids)
+    while alive > 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        alive = await _alive(database, pids)
+    await database.dispose(5)
+    return after_burst, trimmed, alive
+
+
+def test_idle_surplus_is_closed_down_to_the_minimum(database: TestDatabase) -> None:
+    settings = Settings.from_env(
+        database.env(DATABASE_REPLICA_URLS="", DB_POOL_MIN="2", DB_POOL_MAX="5")
+    )
+    after_burst, trimmed, alive = asyncio.run(_scenario(settings))
+    assert after_burst == 5
+    assert trimmed == 2
+    # Server side: of the burst's five backends, only the kept ones remain (the probe reuses
+    # one of them, so at most two).
+    assert alive <= 2
