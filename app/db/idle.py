@@ -41,7 +41,7 @@ async def reap_idle(pool: QueuePool, *, min_size: int, idle_timeout_s: float, na
     if stack is None:
         return 0
     now = time.monotonic()
-    victims = []
+    victims: list[Any] = []
     total = pool.checkedin() + pool.checkedout()
     while stack and total - len(victims) > min_size:
         checked_in_at = stack[0].info.get(CHECKED_IN_AT, now)
@@ -55,7 +55,7 @@ async def reap_idle(pool: QueuePool, *, min_size: int, idle_timeout_s: float, na
         except Exception as error:
             log.warning("closing an idle connection failed", pool=name, error=type(error).__name__)
         finally:
-            pool._dec_overflow()  # noqa: SLF001 - what QueuePool does on discarding one
+            pool._dec_overflow()  # what QueuePool does when it discards a connection
     if victims:
         log.debug("idle connections closed", pool=name, closed=len(victims))
     return len(victims)

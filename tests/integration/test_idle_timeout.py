@@ -30,15 +30,16 @@ async def _scenario(settings: Settings) -> tuple[int, int, int]:
     await database.writer.open_minimum()
     pids: list[int] = []
     release = asyncio.Event()
+    all_holding = asyncio.Barrier(6)
 
     async def hold() -> None:
         async with database.writer.acquire() as conn:
             pids.append(int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()))
+            await all_holding.wait()
             await release.wait()
 
     holders = [asyncio.create_task(hold()) for _ in range(5)]
-    while len(pids) < 5:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(all_holding.wait(), 10)
     release.set()
     await asyncio.gather(*holders)
     after_burst = database.writer.snapshot().total
@@ -46,7 +47,7 @@ async def _scenario(settings: Settings) -> tuple[int, int, int]:
     reaper.start()
     deadline = time.monotonic() + 10
     try:
-        while database.writer.snapshot().total > 2 and time.monotonic() < deadline:
+        while database.writer.snapshot().total > 2 and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
     finally:
         await reaper.stop()
