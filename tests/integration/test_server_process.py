@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.cluster import TestDatabase
-from tests.support.server import ServerProcess
+from app.db.embedded import EmbeddedCluster
+from tests.support.cluster import TestDatabase, wait_until
+from tests.support.server import ROOT, ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -20,3 +26,44 @@ def test_serves_and_stops_on_sigterm(database: TestDatabase) -> None:
         server.signal(signal.SIGTERM)
         assert server.wait(timeout_s=20) == 0
         assert "pools disposed" in server.logs()
+
+
+def test_development_run_brings_its_own_cluster_and_ctrl_c_stops_all(tmp_path: Path) -> None:
+    """`just run` on a machine with nothing: embedded cluster, migrations, API; Ctrl-C ends it."""
+    data = Path(tempfile.mkdtemp(prefix="messenger-run-"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "DB_", "APP_"))}
+    env.update({"APP_DATA_DIR": str(data), "PORT": str(port), "HOST": "127.0.0.1"})
+    log = tmp_path / "run.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: _ready(port) or process.poll() is not None, 120, "service ready")
+        assert process.poll() is None, log.read_text()
+        created = httpx.post(f"http://127.0.0.1:{port}/users", json={"username": "dev_user"})
+        assert created.status_code == 201
+        env_file = (data / "postgres.env").read_text()
+        assert env_file.startswith("DATABASE_URL=postgresql://")
+        assert "DATABASE_REPLICA_URLS=postgresql://" in env_file
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        assert process.wait(timeout=60) == 0, log.read_text()
+        assert "embedded PostgreSQL stopped" in log.read_text()
+        assert not EmbeddedCluster(data / "pg", replicas=1).is_running()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        EmbeddedCluster(data / "pg", replicas=1).destroy()
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
