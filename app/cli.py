@@ -9,6 +9,7 @@ cluster it started is stopped again after Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from app.config import ConfigError, Settings
+from app.ops.prometheus import multiprocess_dir
 from app.redact import redact_text
 
 DATA_DIR = Path(os.environ.get("APP_DATA_DIR", Path(__file__).resolve().parent.parent / ".data"))
@@ -58,6 +60,12 @@ def _stop_embedded() -> None:
     print("embedded PostgreSQL stopped", file=sys.stderr)
 
 
+def _kill_timeout_s(settings: Settings) -> int:
+    """Room for the slowest in-flight request (pool wait + statement) and then the disposal."""
+    request_s = (settings.pool_timeout_ms + settings.statement_timeout_ms) / 1000
+    return math.ceil(request_s + settings.shutdown_timeout_s + 1)
+
+
 def serve(environ: dict[str, str]) -> int:
     """Validate, prepare the database, then run granian until it exits."""
     settings = _settings(environ)
@@ -78,14 +86,15 @@ def serve(environ: dict[str, str]) -> int:
         "--workers", str(settings.workers),
         "--loop", "uvloop",
         "--no-ws",
-        "--workers-kill-timeout", str(int(settings.shutdown_timeout_s) + 5),
+        "--workers-kill-timeout", str(_kill_timeout_s(settings)),
         "app.asgi:app",
     ]  # fmt: skip
-    child = subprocess.Popen(command, env=environ)
-    # Ctrl-C reaches granian too (same process group); let it drain, then clean up.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))
-    code = child.wait()
+    with multiprocess_dir(environ, settings.workers):
+        child = subprocess.Popen(command, env=environ)
+        # Ctrl-C reaches granian too (same process group); let it drain, then clean up.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))
+        code = child.wait()
     if started_cluster:
         _stop_embedded()
     return code if code >= 0 else 0

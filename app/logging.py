@@ -1,32 +1,135 @@
-"""structlog setup: JSON lines in production, readable console lines in development."""
+"""structlog setup: JSON lines in production, readable console lines elsewhere, on stderr.
+
+Standard-library records (granian's worker log, SQLAlchemy and asyncpg warnings) go through
+the same processors, so production logs are JSON throughout. Every event is scrubbed of URL
+credentials and of the passwords in the configured URLs before it is rendered: a DSN or a
+password never reaches a log line, whatever a caller passed in.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 from app.config import Settings
+from app.redact import redact_text
+
+_MIN_SECRET_LEN = 4  # shorter passwords are still removed from URLs, just not from free text
+_GRANIAN_LOGGERS = ("_granian", "granian.access")
+# Raised by the lifespan after it logged one clear line; its traceback would only repeat it.
+QUIET_STARTUP_ERROR = "StartupAborted"
 
 
 def configure_logging(settings: Settings) -> None:
-    """Route structlog (and stdlib warnings) to stderr in the environment's format."""
-    level = logging.DEBUG if settings.app_env == "development" else logging.INFO
-    renderer: structlog.typing.Processor
+    """Route structlog and the standard library's logging to stderr in the environment's format."""
+    redact = _Redactor(_secrets_of(settings))
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        _add_stdlib_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_pid,
+        structlog.processors.format_exc_info,
+        redact,
+    ]
+    renderer: Processor
     if settings.app_env == "production":
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(max(level, logging.INFO)),
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        # Cached loggers ignore later configuration, which tests rely on (capture_logs).
+        cache_logger_on_first_use=settings.app_env != "test",
     )
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
+    for name in _GRANIAN_LOGGERS:
+        granian = logging.getLogger(name)
+        if granian.handlers:  # running in a granian worker: same stream, same format
+            granian.handlers = [handler]
+    logging.getLogger("_granian").addFilter(_quiet_startup_failure)
+
+
+def _secrets_of(settings: Settings) -> tuple[str, ...]:
+    urls: Iterable[str | None] = (settings.database_url, *settings.replica_urls, settings.redis_url)
+    found: set[str] = set()
+    for url in urls:
+        if not url:
+            continue
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            continue
+        if password and len(password) >= _MIN_SECRET_LEN:
+            found.update({password, unquote(password)})
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+class _Redactor:
+    """Processor: remove URL credentials and known passwords from every string in the event."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        self._secrets = secrets
+
+    def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+        for key, value in event.items():
+            event[key] = self._clean(value)
+        return event
+
+    def _clean(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return redact_text(value, self._secrets)
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._clean(item) for item in value)
+        if isinstance(value, MutableMapping):
+            return {key: self._clean(item) for key, item in value.items()}
+        return value
+
+
+def _add_stdlib_logger_name(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    record = event.get("_record")
+    if isinstance(record, logging.LogRecord):
+        event.setdefault("logger", record.name)
+    return event
+
+
+def _add_pid(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    event.setdefault("pid", os.getpid())
+    return event
+
+
+def _quiet_startup_failure(record: logging.LogRecord) -> bool:
+    """Drop granian's "startup failed" records (a traceback) caused by `StartupAborted`."""
+    return QUIET_STARTUP_ERROR not in _describe(record)
+
+
+def _describe(record: logging.LogRecord) -> str:
+    text = str(record.msg)
+    if record.exc_info and record.exc_info[1] is not None:
+        text += " " + " ".join(type(error).__name__ for error in _leaves(record.exc_info[1]))
+    return text
+
+
+def _leaves(error: BaseException) -> Iterable[BaseException]:
+    yield error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)

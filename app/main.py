@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Litestar
 from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
@@ -16,6 +17,8 @@ from app.config import Settings
 from app.lifecycle import Lifecycle, make_lifespan
 from app.logging import configure_logging
 from app.ops.health import HealthController
+from app.ops.inflight import InFlightMiddleware
+from app.ops.prometheus import HTTP_METRICS, MetricsController
 
 REQUEST_MAX_BODY_BYTES = 64 * 1024
 
@@ -25,7 +28,11 @@ def create_app(settings: Settings) -> Litestar:
     configure_logging(settings)
     lifecycle = Lifecycle()
     return Litestar(
-        route_handlers=[UserController, ChatController, HealthController],
+        route_handlers=[UserController, ChatController, HealthController, MetricsController],
+        middleware=[
+            DefineMiddleware(InFlightMiddleware, lifecycle=lifecycle),
+            HTTP_METRICS.middleware,
+        ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_consistency_token],
@@ -38,5 +45,6 @@ def create_app(settings: Settings) -> Litestar:
             path="/schema",
             render_plugins=[SwaggerRenderPlugin()],
         ),
+        logging_config=None,  # app.logging routes the standard library's logging itself
         debug=False,
     )

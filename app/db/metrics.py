@@ -1,17 +1,48 @@
 """Prometheus instruments of the data layer, named after OpenTelemetry's database client metrics.
 
 `db.client.connection.count` becomes `db_client_connections` (Prometheus reserves `_count` for
-histograms); pool names are logical (`primary`, `replica-0`), never hosts. Gauges that describe
-a pool's current state are read at scrape time from the pools themselves (`app.ops.metrics`).
+histograms); pool names are logical (`primary`, `replica-0`), never hosts.
+
+Gauges are set by the process that owns the pool (`Pool.publish_metrics`, `app.ops.gauges`),
+so they also work in prometheus_client's multiprocess mode (several granian workers): there
+each gauge declares how the workers' values combine (`livesum`: the pod's total; `livemax` /
+`livemin`: the worst worker's view).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+# `*_created` series only add noise to a scrape and to `promtool check metrics`.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _USE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
+CONNECTIONS = Gauge(
+    "db_client_connections",
+    "Open connections of the pool, by state (idle or used).",
+    ["pool_name", "state"],
+    multiprocess_mode="livesum",
+)
+CONNECTION_MAX = Gauge(
+    "db_client_connection_max",
+    "Maximum number of open connections the pool allows.",
+    ["pool_name"],
+    multiprocess_mode="livesum",
+)
+CONNECTION_IDLE_MIN = Gauge(
+    "db_client_connection_idle_min",
+    "Minimum number of idle connections the pool keeps open (warmed at start).",
+    ["pool_name"],
+    multiprocess_mode="livesum",
+)
+PENDING_REQUESTS = Gauge(
+    "db_client_connection_pending_requests",
+    "Requests currently waiting for a connection from the pool.",
+    ["pool_name"],
+    multiprocess_mode="livesum",
+)
 CONNECTION_WAIT = Histogram(
     "db_client_connection_wait_time_seconds",
     "Time it took to obtain a connection from the pool.",
@@ -44,3 +75,32 @@ REPLICA_STATE_CHANGES = Counter(
     "Times a replica was taken out of or put back into rotation.",
     ["pool_name", "state"],
 )
+REPLICA_HEALTHY = Gauge(
+    "db_replica_healthy",
+    "1 when the replica is in rotation for reads, else 0.",
+    ["pool_name"],
+    multiprocess_mode="livemin",
+)
+REPLICA_LAG = Gauge(
+    "db_replica_lag_seconds",
+    "Replication lag: 0 when the replica replayed all it received, else the age of its last"
+    " replayed transaction.",
+    ["pool_name"],
+    multiprocess_mode="livemax",
+)
+REPLICA_LAG_BYTES = Gauge(
+    "db_replica_lag_bytes",
+    "WAL bytes between the primary's current position and the replica's replay position.",
+    ["pool_name"],
+    multiprocess_mode="livemax",
+)
+
+
+def counter_total(counter: Counter, pool_name: str) -> float:
+    """This process's count of `counter` for `pool_name`, summed over any other labels."""
+    total = 0.0
+    for family in counter.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total") and sample.labels.get("pool_name") == pool_name:
+                total += sample.value
+    return total

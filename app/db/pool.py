@@ -1,7 +1,8 @@
 """A named connection pool: an engine plus the statistics SQLAlchemy does not keep.
 
 SQLAlchemy counts checked-in and checked-out connections but not the requests queued for
-one, nor wait and use times; `Pool.acquire` measures those around `engine.connect()`.
+one, nor wait and use times; `Pool.acquire` measures those around `engine.connect()`, keeps
+the Prometheus gauges of the pool current, and logs checkout failures and timeouts.
 """
 
 from __future__ import annotations
@@ -12,21 +13,27 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
+import structlog
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from app.config import PoolSettings
 from app.db import metrics
 from app.db.errors import DatabaseUnavailableError
 
 _RECENT_WAITS = 1024
+_LOG_EVERY_S = 5.0  # at most one checkout-failure (and one timeout) line per pool this often
+
+log = structlog.get_logger("app.db.pool")
 
 
 @dataclass(frozen=True, slots=True)
 class PoolSnapshot:
-    """Point-in-time counts of one pool."""
+    """Point-in-time counts of one pool (this process's)."""
 
     name: str
     total: int
@@ -36,6 +43,8 @@ class PoolSnapshot:
     min_size: int
     max_size: int
     timeouts: int
+    retries: int
+    errors: int
     wait_p50_ms: float
     wait_p95_ms: float
     wait_p99_ms: float
@@ -44,6 +53,25 @@ class PoolSnapshot:
     def utilization(self) -> float:
         """Used connections as a percentage of the maximum."""
         return round(100.0 * self.used / self.max_size, 2) if self.max_size else 0.0
+
+
+class _Throttle:
+    """Lets one event through per interval and counts the ones it held back."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._next_at = 0.0
+        self._suppressed = 0
+
+    def allow(self) -> int | None:
+        """The number suppressed since the last one allowed, or None to stay quiet."""
+        now = time.monotonic()
+        if now < self._next_at:
+            self._suppressed += 1
+            return None
+        self._next_at = now + self._interval_s
+        suppressed, self._suppressed = self._suppressed, 0
+        return suppressed
 
 
 class Pool:
@@ -59,6 +87,15 @@ class Pool:
         self._wait_metric = metrics.CONNECTION_WAIT.labels(name)
         self._use_metric = metrics.CONNECTION_USE.labels(name)
         self._timeout_metric = metrics.CONNECTION_TIMEOUTS.labels(name)
+        self._pending_metric = metrics.PENDING_REQUESTS.labels(name)
+        self._idle_metric = metrics.CONNECTIONS.labels(name, "idle")
+        self._used_metric = metrics.CONNECTIONS.labels(name, "used")
+        self._max_metric = metrics.CONNECTION_MAX.labels(name)
+        self._idle_min_metric = metrics.CONNECTION_IDLE_MIN.labels(name)
+        self._failure_log = _Throttle(_LOG_EVERY_S)
+        self._timeout_log = _Throttle(_LOG_EVERY_S)
+        self._listen_for_connections()
+        self.publish_metrics()
 
     @property
     def _queue_pool(self) -> QueuePool:
@@ -76,26 +113,32 @@ class Pool:
         """Borrow a connection; `DatabaseUnavailableError` when none frees up in time."""
         started = time.perf_counter()
         self.waiting += 1
+        self._pending_metric.inc()
         try:
             connection = await self.engine.connect()
         except sa_exc.TimeoutError:
-            self.timeouts += 1
-            self._timeout_metric.inc()
+            self._note_timeout(time.perf_counter() - started)
             raise DatabaseUnavailableError(
                 f"no free connection in the {self.name} pool", retry_after_s=1
             ) from None
+        except Exception as error:
+            self._note_checkout_failure(error)
+            raise
         finally:
             self.waiting -= 1
+            self._pending_metric.dec()
         acquired = time.perf_counter()
         waited = acquired - started
         self._recent_waits.append(waited)
         self._wait_metric.observe(waited)
+        self._publish_counts()
         try:
             yield connection
         finally:
             # Shielded: a request cancelled mid-query must still hand its connection back.
             await asyncio.shield(connection.close())
             self._use_metric.observe(time.perf_counter() - acquired)
+            self._publish_counts()
 
     async def open_minimum(self) -> None:
         """Open `min_size` connections at once (warm-up) and put them back idle."""
@@ -107,6 +150,7 @@ class Pool:
             await asyncio.gather(
                 *(stack.enter_async_context(self.engine.connect()) for _ in range(count))
             )
+        self.publish_metrics()
 
     def snapshot(self) -> PoolSnapshot:
         """Current counts and recent acquire-wait percentiles."""
@@ -123,14 +167,64 @@ class Pool:
             min_size=self.settings.min_size,
             max_size=self.settings.max_size,
             timeouts=self.timeouts,
+            retries=int(metrics.counter_total(metrics.RETRIES, self.name)),
+            errors=int(metrics.counter_total(metrics.ERRORS, self.name)),
             wait_p50_ms=_percentile_ms(waits, 0.50),
             wait_p95_ms=_percentile_ms(waits, 0.95),
             wait_p99_ms=_percentile_ms(waits, 0.99),
         )
 
+    def publish_metrics(self) -> None:
+        """Set the pool's gauges (connections by state, limits) from its current counts."""
+        self._max_metric.set(self.settings.max_size)
+        self._idle_min_metric.set(self.settings.min_size)
+        self._publish_counts()
+
+    def _publish_counts(self) -> None:
+        pool = self._queue_pool
+        self._idle_metric.set(pool.checkedin())
+        self._used_metric.set(pool.checkedout())
+
     async def dispose(self) -> None:
         """Close every connection of the pool."""
         await self.engine.dispose()
+        self.publish_metrics()
+
+    def _note_timeout(self, waited_s: float) -> None:
+        self.timeouts += 1
+        self._timeout_metric.inc()
+        suppressed = self._timeout_log.allow()
+        if suppressed is not None:
+            log.warning(
+                "connection checkout timed out",
+                pool=self.name,
+                waited_ms=round(waited_s * 1000, 1),
+                waiting=self.waiting,
+                max_size=self.settings.max_size,
+                suppressed=suppressed,
+            )
+
+    def _note_checkout_failure(self, error: Exception) -> None:
+        suppressed = self._failure_log.allow()
+        if suppressed is not None:
+            log.warning(
+                "connection checkout failed",
+                pool=self.name,
+                error=type(error).__name__,
+                suppressed=suppressed,
+            )
+
+    def _listen_for_connections(self) -> None:
+        name = self.name
+
+        def opened(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+            log.info("connection opened", pool=name)
+
+        def closed(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+            log.debug("connection closed", pool=name)
+
+        event.listen(self.engine.sync_engine, "connect", opened)
+        event.listen(self.engine.sync_engine, "close", closed)
 
 
 def _percentile_ms(sorted_values: list[float], quantile: float) -> float:

@@ -1,7 +1,8 @@
-"""`/health` (liveness) and `/health/ready` (readiness) for orchestrators."""
+"""`/health` (liveness), `/health/ready` (readiness) and `/health/metrics` (JSON snapshot)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import msgspec
@@ -9,10 +10,12 @@ from litestar import Controller, Response, get
 from litestar.datastructures import State
 from litestar.params import FromQuery
 
-from app.lifecycle import Lifecycle
-from app.ops.readiness import check_readiness
+from app.lifecycle import Lifecycle, Phase
+from app.ops.readiness import Readiness
+from app.ops.snapshot import metrics_snapshot
 
 HEALTH_JSON = "application/health+json"
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
 class Liveness(msgspec.Struct):
@@ -23,11 +26,10 @@ class Liveness(msgspec.Struct):
 
 
 class HealthController(Controller):
-    """Probes; they never need a database to answer liveness."""
+    """Probes; liveness never needs a database, and stays `pass` while the service drains."""
 
     path = "/health"
     tags = ["operations"]
-    include_in_schema = True
 
     @get("/", summary="Liveness: no database call", cache=False)
     async def live(self, state: State) -> Liveness:
@@ -38,10 +40,32 @@ class HealthController(Controller):
     async def ready(
         self, state: State, verbose: FromQuery[bool] = False
     ) -> Response[dict[str, Any]]:
-        report = await check_readiness(state, verbose=verbose)
+        lifecycle: Lifecycle = state.lifecycle
+        readiness: Readiness | None = getattr(state, "readiness", None)
+        body: dict[str, Any]
+        if lifecycle.phase is not Phase.READY or readiness is None:
+            status = "fail"
+            body = {"status": status, "output": lifecycle.phase.value, "checks": {}}
+        else:
+            report = await readiness.check()
+            # Draining may have begun while the checks ran.
+            status = report.status if lifecycle.phase is Phase.READY else "fail"
+            body = {**report.as_json(verbose=verbose), "status": status}
+        if verbose:
+            body.update(phase=lifecycle.phase.value, uptime=lifecycle.uptime_s, pid=os.getpid())
         return Response(
-            report.body,
-            status_code=200 if report.status != "fail" else 503,
+            body,
+            status_code=503 if status == "fail" else 200,
             media_type=HEALTH_JSON,
-            headers={"Cache-Control": "no-store"},
+            headers=_NO_STORE,
         )
+
+    @get("/metrics", summary="Pool, replica, memory and process numbers of this worker")
+    async def metrics(self, state: State) -> Response[dict[str, Any]]:
+        lifecycle: Lifecycle = state.lifecycle
+        body = metrics_snapshot(
+            getattr(state, "database", None),
+            phase=lifecycle.phase.value,
+            uptime_s=lifecycle.uptime_s,
+        )
+        return Response(body, headers=_NO_STORE)

@@ -1,117 +1,256 @@
-"""Readiness checks: each dependency probed concurrently, each within its own timeout.
+"""Readiness checks: each dependency probed concurrently, each within its own deadline.
 
 `pass` when everything answers; `warn` when only replicas fail or lag (reads then go to the
-writer); `fail` when the writer or Redis fails, or while the service starts or drains.
-Failure details go to the log; the response names only the check that failed.
+writer); `fail` when the writer or Redis fails. (The endpoint adds: `fail` while the service
+starts or drains.) Failure details go to the log; the response names only the check.
+
+A hung server must not hang the probe: the answer is assembled at the deadline from whatever
+finished, and a check still running then counts as failed. Each check runs as one task per
+dependency that concurrent probes share, so a hung server holds one connection attempt per
+pool, not one per probe.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import structlog
-from litestar.datastructures import State
 from sqlalchemy import text
 
 from app.db.database import Database
 from app.db.pool import Pool
 from app.db.replicas import ReplicaState
-from app.lifecycle import Lifecycle, Phase
 
-CHECK_TIMEOUT_S = 0.8
+Status = Literal["pass", "warn", "fail"]
+
+CHECK_TIMEOUT_S = 0.5  # per check; a probe answers within this (Kubernetes' default is 1 s)
 _SELECT_ONE = text("SELECT 1")
+_RANK: dict[Status, int] = {"pass": 0, "warn": 1, "fail": 2}
+_LOG_REPEAT_S = 30.0  # a check that keeps failing is logged again this often
 
 log = structlog.get_logger("app.ops.readiness")
 
 
 @dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One check's verdict; `reason` is for the log and `?verbose`, never a secret."""
+
+    status: Status
+    observed_value: float
+    observed_unit: str
+    component_type: str
+    reason: str | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def as_json(self, *, verbose: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "componentType": self.component_type,
+            "status": self.status,
+            "observedValue": self.observed_value,
+            "observedUnit": self.observed_unit,
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        }
+        if verbose:
+            body.update(self.extra)
+            if self.reason:
+                body["output"] = self.reason
+        return body
+
+
+@dataclass(frozen=True, slots=True)
 class ReadinessReport:
-    """The overall status and the health+json body."""
+    """The overall status and each check's result, keyed `postgres:primary`, ..."""
 
-    status: str
-    body: dict[str, Any]
+    status: Status
+    checks: dict[str, CheckResult]
+    elapsed_ms: float
+
+    def as_json(self, *, verbose: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "status": self.status,
+            "checks": {
+                name: [check.as_json(verbose=verbose)] for name, check in self.checks.items()
+            },
+        }
+        if verbose:
+            body["elapsedMs"] = self.elapsed_ms
+        return body
 
 
-def _check(status: str, value: float, unit: str, **extra: Any) -> dict[str, Any]:
-    return {"status": status, "observedValue": value, "observedUnit": unit, **extra}
+class _RedisPing:
+    """A Redis client that answers one question: does PING work?"""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        import redis.asyncio as redis_asyncio  # imported only when REDIS_URL is set
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        self._client = redis_asyncio.Redis.from_url(
+            url,
+            socket_connect_timeout=timeout_s,
+            socket_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            max_connections=4,
+        )
+
+    async def ping(self) -> None:
+        await self._client.ping()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
 
-async def _ping(pool: Pool) -> float:
-    started = time.perf_counter()
-    async with asyncio.timeout(CHECK_TIMEOUT_S), pool.acquire() as conn:
-        await conn.execute(_SELECT_ONE)
+class Readiness:
+    """Runs the checks of one application: writer, replicas, Redis when configured."""
+
+    def __init__(self, database: Database, timeout_s: float = CHECK_TIMEOUT_S) -> None:
+        self._database = database
+        self._timeout_s = timeout_s
+        url = database.settings.redis_url
+        self._redis = _RedisPing(url, timeout_s) if url else None
+        self._running: dict[str, asyncio.Task[CheckResult]] = {}
+        self._logged: dict[str, tuple[Status, str | None, float]] = {}
+
+    async def check(self) -> ReadinessReport:
+        """Run every check concurrently; answer within the deadline whatever the servers do."""
+        started = time.perf_counter()
+        factories = self._factories()
+        tasks = {name: self._shared_task(name, factory) for name, factory in factories.items()}
+        await asyncio.wait(tasks.values(), timeout=self._timeout_s)
+        checks = {name: _outcome(name, task, self._timeout_s) for name, task in tasks.items()}
+        for name, result in checks.items():
+            self._log_change(name, result)
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+        return ReadinessReport(overall(checks), checks, elapsed_ms)
+
+    async def aclose(self) -> None:
+        """Cancel checks still running (a hung server) and close the Redis client."""
+        for task in self._running.values():
+            task.cancel()
+        if self._running:  # cancellation is prompt; the bound is for a misbehaving driver
+            await asyncio.wait(self._running.values(), timeout=self._timeout_s)
+        self._running.clear()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    def _factories(self) -> dict[str, Callable[[], Awaitable[CheckResult]]]:
+        database = self._database
+        factories: dict[str, Callable[[], Awaitable[CheckResult]]] = {
+            "postgres:primary": lambda: self._writer_check(database.writer),
+        }
+        for replica in database.replicas.states:
+            factories[f"postgres:{replica.name}"] = functools.partial(self._replica_check, replica)
+        if self._redis is not None:
+            redis = self._redis
+            factories["redis"] = lambda: self._redis_check(redis)
+        return factories
+
+    def _shared_task(
+        self, name: str, factory: Callable[[], Awaitable[CheckResult]]
+    ) -> asyncio.Task[CheckResult]:
+        task = self._running.get(name)
+        if task is None or task.done():
+            task = asyncio.ensure_future(factory())
+            self._running[name] = task
+        return task
+
+    async def _ping(self, pool: Pool) -> float:
+        """Milliseconds for `SELECT 1` through the pool (borrowing included)."""
+        started = time.perf_counter()
+        async with asyncio.timeout(self._timeout_s), pool.acquire() as conn:
+            await conn.execute(_SELECT_ONE)
+        return round((time.perf_counter() - started) * 1000, 2)
+
+    async def _writer_check(self, pool: Pool) -> CheckResult:
+        started = time.perf_counter()
+        try:
+            latency = await self._ping(pool)
+        except Exception as error:
+            return CheckResult("fail", _elapsed_ms(started), "ms", "datastore", _reason(error))
+        return CheckResult("pass", latency, "ms", "datastore")
+
+    async def _replica_check(self, state: ReplicaState) -> CheckResult:
+        max_lag = self._database.settings.replica_max_lag_s
+        lag = round(state.lag_seconds, 3)
+        try:
+            latency = await self._ping(state.pool)
+        except Exception as error:
+            return CheckResult("fail", lag, "s", "datastore", _reason(error))
+        extra = {"latencyMs": latency, "lagBytes": float(state.lag_bytes)}
+        if not state.healthy:
+            reason = f"out of rotation: {state.reason or 'unknown'}"
+            return CheckResult("warn", lag, "s", "datastore", reason, extra)
+        if lag > max_lag:
+            return CheckResult("warn", lag, "s", "datastore", "lagging", extra)
+        return CheckResult("pass", lag, "s", "datastore", None, extra)
+
+    async def _redis_check(self, redis: _RedisPing) -> CheckResult:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await redis.ping()
+        except Exception as error:
+            return CheckResult("fail", _elapsed_ms(started), "ms", "cache", _reason(error))
+        return CheckResult("pass", _elapsed_ms(started), "ms", "cache")
+
+    def _log_change(self, name: str, result: CheckResult) -> None:
+        """Log a check when its verdict changes, and while it keeps failing now and then."""
+        now = time.monotonic()
+        status, reason, logged_at = self._logged.get(name, ("pass", None, 0.0))
+        changed = (status, reason) != (result.status, result.reason)
+        if not changed and (result.status == "pass" or now - logged_at < _LOG_REPEAT_S):
+            return
+        self._logged[name] = (result.status, result.reason, now)
+        if result.status == "pass":
+            log.info("readiness check passing again", check=name)
+        else:
+            log.warning(
+                "readiness check not passing",
+                check=name,
+                status=result.status,
+                reason=result.reason,
+                still=not changed,
+            )
+
+
+def _outcome(name: str, task: asyncio.Task[CheckResult], timeout_s: float) -> CheckResult:
+    """The task's result, or a failure when it is still running at the deadline."""
+    if task.done() and not task.cancelled():
+        error = task.exception()
+        if error is None:
+            return task.result()
+        reason = _reason(error)
+    else:
+        reason = "timeout"
+    component = "cache" if name == "redis" else "datastore"
+    if name.startswith("postgres:replica"):
+        return CheckResult("fail", 0.0, "s", component, reason)
+    return CheckResult("fail", round(timeout_s * 1000, 2), "ms", component, reason)
+
+
+def _elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
 
-async def _writer_check(database: Database) -> dict[str, Any]:
-    try:
-        latency = await _ping(database.writer)
-    except Exception as error:
-        log.warning("readiness: primary failed", error=type(error).__name__)
-        return _check("fail", CHECK_TIMEOUT_S * 1000, "ms", output="unreachable")
-    return _check("pass", latency, "ms")
+def _reason(error: BaseException) -> str:
+    """The failure's kind only: messages can carry hosts, users or SQL."""
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    return f"error: {type(error).__name__}"
 
 
-async def _replica_check(state: ReplicaState, max_lag_s: float) -> dict[str, Any]:
-    try:
-        latency = await _ping(state.pool)
-    except Exception as error:
-        log.warning("readiness: replica failed", pool=state.name, error=type(error).__name__)
-        return _check("warn", CHECK_TIMEOUT_S * 1000, "ms", output="unreachable")
-    if not state.healthy:
-        return _check("warn", state.lag_seconds, "s", output="out of rotation", latencyMs=latency)
-    status = "pass" if state.lag_seconds <= max_lag_s else "warn"
-    return _check(status, state.lag_seconds, "s", latencyMs=latency)
-
-
-async def _redis_check(url: str) -> dict[str, Any]:
-    import redis.asyncio as redis_asyncio  # imported only when REDIS_URL is set
-
-    started = time.perf_counter()
-    client = redis_asyncio.Redis.from_url(
-        url, socket_connect_timeout=CHECK_TIMEOUT_S, socket_timeout=CHECK_TIMEOUT_S
-    )
-    try:
-        async with asyncio.timeout(CHECK_TIMEOUT_S):
-            await client.ping()
-    except Exception as error:
-        log.warning("readiness: redis failed", error=type(error).__name__)
-        return _check("fail", CHECK_TIMEOUT_S * 1000, "ms", output="unreachable")
-    finally:
-        await client.aclose()
-    return _check("pass", round((time.perf_counter() - started) * 1000, 2), "ms")
-
-
-async def check_readiness(state: State, *, verbose: bool = False) -> ReadinessReport:
-    """Run every check concurrently and fold them into one status."""
-    lifecycle: Lifecycle = state.lifecycle
-    database: Database | None = getattr(state, "database", None)
-    if lifecycle.phase is not Phase.READY or database is None:
-        return ReadinessReport(
-            "fail", {"status": "fail", "output": lifecycle.phase.value, "checks": {}}
-        )
-    names = ["postgres:primary"]
-    jobs = [_writer_check(database)]
-    max_lag = database.settings.replica_max_lag_s
-    for index, replica in enumerate(database.replicas.states):
-        names.append(f"postgres:replica-{index}")
-        jobs.append(_replica_check(replica, max_lag))
-    redis_url = database.settings.redis_url
-    if redis_url:
-        names.append("redis")
-        jobs.append(_redis_check(redis_url))
-    results = await asyncio.gather(*jobs)
-    checks = dict(zip(names, results, strict=True))
-    if any(check["status"] == "fail" for check in checks.values()):
-        status = "fail"
-    elif any(check["status"] == "warn" for check in checks.values()):
-        status = "warn"
-    else:
-        status = "pass"
-    body: dict[str, Any] = {"status": status, "checks": {k: [v] for k, v in checks.items()}}
-    if verbose:
-        body["uptime"] = lifecycle.uptime_s
-    return ReadinessReport(status, body)
+def overall(checks: dict[str, CheckResult]) -> Status:
+    """`fail` if the writer or Redis fails; `warn` if anything else is not passing."""
+    statuses = [
+        check.status
+        if check.status != "fail" or not name.startswith("postgres:replica")
+        else "warn"
+        for name, check in checks.items()
+    ]
+    return max(statuses, key=_RANK.__getitem__, default="pass")

@@ -1,0 +1,103 @@
+"""`GET /metrics`: Prometheus exposition of the data layer and of HTTP request durations.
+
+With several granian workers a scrape reaches one of them, so the numbers must not be that
+worker's alone: prometheus_client's multiprocess mode is used whenever
+`PROMETHEUS_MULTIPROC_DIR` is set. Every worker writes its samples to files there and the
+worker that answers a scrape sums them (gauges declare how: see `app.db.metrics`). The
+directory must be empty when the workers start: `multiprocess_dir` prepares it in the parent
+process (`python -m app serve`), creating a temporary one when `WORKERS` > 1 and none is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, MutableMapping
+from pathlib import Path
+
+from litestar import Controller, Request, Response, get
+from litestar.datastructures import State
+from litestar.plugins.prometheus import PrometheusConfig
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+from prometheus_client.exposition import choose_encoder
+
+from app.db.database import Database
+from app.ops.gauges import publish
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# HTTP server metrics by route template (`/users/{user_id}`), OpenTelemetry-style names:
+# http_server_request_duration_seconds, http_server_requests_total, ...
+HTTP_METRICS = PrometheusConfig(
+    app_name="messenger",
+    prefix="http_server",
+    group_path=True,
+    buckets=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+)
+
+
+def multiprocess_enabled() -> bool:
+    """Whether this process writes its samples to the shared directory."""
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def exposition(accept: str | None) -> tuple[bytes, str]:
+    """The scrape body and its content type, for what the scraper accepts."""
+    registry: CollectorRegistry = REGISTRY
+    if multiprocess_enabled():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
+
+
+def mark_worker_stopped() -> None:
+    """Remove this worker's live gauges from the shared directory (counters stay summed)."""
+    if multiprocess_enabled():
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+@contextlib.contextmanager
+def multiprocess_dir(environ: MutableMapping[str, str], workers: int) -> Iterator[Path | None]:
+    """In the parent, before the workers start: give them one empty metrics directory.
+
+    A configured `PROMETHEUS_MULTIPROC_DIR` is created if missing and emptied of the sample
+    files of earlier runs; with `workers` > 1 and none configured, a temporary one is made
+    (and removed afterwards) and set in `environ`. A single worker needs none.
+    """
+    configured = environ.get(MULTIPROC_ENV)
+    if configured:
+        path = Path(configured)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+        yield path
+        return
+    if workers <= 1:
+        yield None
+        return
+    path = Path(tempfile.mkdtemp(prefix="messenger-metrics-"))
+    environ[MULTIPROC_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class MetricsController(Controller):
+    """Prometheus scrape endpoint."""
+
+    path = "/metrics"
+    tags = ["operations"]
+
+    @get("/", summary="Prometheus metrics (text exposition)", cache=False)
+    async def scrape(
+        self, request: Request[object, object, State], state: State
+    ) -> Response[bytes]:
+        database: Database | None = getattr(state, "database", None)
+        if database is not None:
+            publish(database)
+        body, content_type = exposition(request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type})

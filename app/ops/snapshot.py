@@ -1,0 +1,65 @@
+"""The `/health/metrics` JSON snapshot for dashboards: numbers, never formatted strings.
+
+It describes the worker that answers (see `process.workerId`); `/metrics` is the aggregate
+over all workers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+import psutil
+
+from app.db.database import Database
+from app.db.pool import PoolSnapshot
+from app.db.replicas import ReplicaState
+
+
+def metrics_snapshot(database: Database | None, *, phase: str, uptime_s: float) -> dict[str, Any]:
+    """Pools, replicas, memory and process of this worker."""
+    pid = os.getpid()
+    pools = [pool.snapshot() for pool in database.pools] if database is not None else []
+    replicas = database.replicas.states if database is not None else []
+    return {
+        "status": phase,
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "database": {snapshot.name: _pool(snapshot) for snapshot in pools},
+        "replicas": {state.name: _replica(state) for state in replicas},
+        "memory": {"rss": psutil.Process(pid).memory_info().rss},
+        "process": {
+            "uptime": uptime_s,
+            "pid": pid,
+            "workerId": f"{socket.gethostname()}:{pid}",
+        },
+    }
+
+
+def _pool(snapshot: PoolSnapshot) -> dict[str, Any]:
+    return {
+        "totalCount": snapshot.total,
+        "idleCount": snapshot.idle,
+        "usedCount": snapshot.used,
+        "waitingCount": snapshot.waiting,
+        "minSize": snapshot.min_size,
+        "maxSize": snapshot.max_size,
+        "utilization": snapshot.utilization,
+        "acquireWaitMs": {
+            "p50": snapshot.wait_p50_ms,
+            "p95": snapshot.wait_p95_ms,
+            "p99": snapshot.wait_p99_ms,
+        },
+        "timeouts": snapshot.timeouts,
+        "retries": snapshot.retries,
+        "errors": snapshot.errors,
+    }
+
+
+def _replica(state: ReplicaState) -> dict[str, Any]:
+    return {
+        "healthy": state.healthy,
+        "lagSeconds": round(state.lag_seconds, 3),
+        "lagBytes": state.lag_bytes,
+    }

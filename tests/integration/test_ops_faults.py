@@ -1,0 +1,208 @@
+"""Readiness when servers stop or hang: replicas warn, the writer and Redis fail, fast.
+
+These stop or pause servers of the shared test cluster; each restores them (and waits for
+streaming) before it returns, whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+import redis
+from litestar.testing import TestClient
+
+from app.db.embedded import EmbeddedCluster, Node
+from tests.conftest import make_client
+from tests.support.api import create_user
+from tests.support.cluster import TestDatabase, wait_until
+from tests.support.server import free_port
+
+pytestmark = pytest.mark.slow
+
+READY_DEADLINE_S = 1.0
+
+
+def cluster_of(database: TestDatabase) -> EmbeddedCluster:
+    if database.cluster is None:
+        pytest.skip("needs the embedded cluster (servers are stopped and paused)")
+    return database.cluster
+
+
+@contextmanager
+def paused(node: Node) -> Iterator[None]:
+    """SIGSTOP the server's postmaster and every process it forked: a hung server."""
+    pid = int((node.data_dir / "postmaster.pid").read_text().splitlines()[0])
+    postmaster = psutil.Process(pid)
+    processes = [postmaster, *postmaster.children(recursive=True)]
+    for process in processes:
+        process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for process in processes:
+            with suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGCONT)
+
+
+@contextmanager
+def stopped(cluster: EmbeddedCluster, node: Node) -> Iterator[None]:
+    node.stop("fast")
+    try:
+        yield
+    finally:
+        node.start()
+        cluster.wait_streaming()
+
+
+def timed_ready(client: TestClient, **params: Any) -> tuple[float, httpx.Response]:  # type: ignore[type-arg]
+    started = time.perf_counter()
+    response = client.get("/health/ready", params=params)
+    return time.perf_counter() - started, response
+
+
+def statuses(response: httpx.Response) -> dict[str, str]:
+    return {name: checks[0]["status"] for name, checks in response.json()["checks"].items()}
+
+
+def test_replica_stopped_is_warn_and_reads_still_succeed(database: TestDatabase) -> None:
+    cluster = cluster_of(database)
+    with make_client(database) as client:
+        user = create_user(client)
+        with stopped(cluster, cluster.replicas[1]):
+            elapsed, response = timed_ready(client, verbose="true")
+            assert response.status_code == 200, response.text
+            assert response.json()["status"] == "warn"
+            assert statuses(response) == {
+                "postgres:primary": "pass",
+                "postgres:replica-0": "pass",
+                "postgres:replica-1": "fail",
+            }
+            assert response.json()["checks"]["postgres:replica-1"][0]["output"].startswith("error")
+            assert elapsed < READY_DEADLINE_S
+            for _ in range(10):  # rotation would reach the stopped replica: reads fail over
+                response = client.get(f"/users/{user['id']}")
+                assert response.status_code == 200, response.text
+        wait_until(
+            lambda: client.get("/health/ready").json()["status"] == "pass",
+            30,
+            "readiness passes again after the replica is back",
+        )
+
+
+def test_writer_stopped_fails_readiness_within_a_second(database: TestDatabase) -> None:
+    cluster = cluster_of(database)
+    with make_client(database) as client:
+        assert client.get("/health/ready").status_code == 200
+        with stopped(cluster, cluster.primary):
+            elapsed, response = timed_ready(client)
+            assert response.status_code == 503, response.text
+            assert response.json()["status"] == "fail"
+            assert statuses(response)["postgres:primary"] == "fail"
+            assert elapsed < READY_DEADLINE_S
+        wait_until(
+            lambda: client.get("/health/ready").status_code == 200,
+            30,
+            "readiness passes again after the primary is back",
+        )
+
+
+@pytest.mark.parametrize("server", ["primary", "replica-0"])
+def test_readiness_answers_within_a_second_when_a_server_hangs(
+    database: TestDatabase, server: str
+) -> None:
+    cluster = cluster_of(database)
+    node = cluster.primary if server == "primary" else cluster.replicas[0]
+    check = f"postgres:{server}"
+    with make_client(database) as client:
+        assert client.get("/health/ready").status_code == 200
+        timings = []
+        with paused(node):
+            for _ in range(3):  # the first probe, and probes while the first is still stuck
+                elapsed, response = timed_ready(client, verbose="true")
+                timings.append(elapsed)
+                assert statuses(response)[check] == "fail"
+                assert response.json()["checks"][check][0]["output"] == "timeout"
+                expected = 503 if server == "primary" else 200
+                assert response.status_code == expected, response.text
+        print(f"readiness with a hung {server}: {[round(t, 3) for t in timings]} s")
+        assert max(timings) < READY_DEADLINE_S
+        wait_until(
+            lambda: client.get("/health/ready").json()["status"] == "pass",
+            30,
+            f"readiness passes again after the {server} resumes",
+        )
+
+
+@contextmanager
+def redis_server(password: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--daemonize", "no", "--requirepass", password],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
+    try:
+        wait_until(lambda: _pings(url), 10, "redis-server answers")
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+def _pings(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+def test_redis_configured_but_stopped_fails_readiness(database: TestDatabase) -> None:
+    with (
+        redis_server("R3disPw") as (url, process),
+        make_client(database, REDIS_URL=url) as client,
+    ):
+        response = client.get("/health/ready")
+        assert response.status_code == 200, response.text
+        assert statuses(response)["redis"] == "pass"
+        assert response.json()["checks"]["redis"][0]["observedUnit"] == "ms"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        elapsed, response = timed_ready(client)
+        assert response.status_code == 503, response.text
+        assert statuses(response)["redis"] == "fail"
+        assert statuses(response)["postgres:primary"] == "pass"
+        assert elapsed < READY_DEADLINE_S
+        assert "R3disPw" not in response.text
+
+
+def test_redis_that_hangs_fails_readiness_within_a_second(database: TestDatabase) -> None:
+    with (
+        redis_server("R3disPw") as (url, process),
+        make_client(database, REDIS_URL=url) as client,
+    ):
+        assert client.get("/health/ready").status_code == 200
+        os.kill(process.pid, signal.SIGSTOP)
+        try:
+            elapsed, response = timed_ready(client)
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        print(f"readiness with a hung redis: {elapsed:.3f} s")
+        assert response.status_code == 503
+        assert statuses(response)["redis"] == "fail"
+        assert elapsed < READY_DEADLINE_S
