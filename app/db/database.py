@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import structlog
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db.engine import create_pool_engine
@@ -18,6 +20,7 @@ log = structlog.get_logger("app.db")
 
 _SERVER_INFO = text("SELECT current_setting('server_version'), current_database()")
 _MAX_CONNECTIONS = text("SELECT current_setting('max_connections')::int")
+PROBE_TIMEOUT_S = 1.0  # each monitor probe, connecting included
 
 
 class Database:
@@ -55,9 +58,35 @@ class Database:
         self.replicas = ReplicaSet(replica_pools)
         self.monitor = ReplicaMonitor(
             self.replicas,
-            self.writer,
+            self._probe_engine("primary", settings.database_url),
+            [
+                self._probe_engine(f"replica-{index}", url)
+                for index, url in enumerate(settings.replica_urls)
+            ],
             interval_s=settings.replica_check_interval_ms / 1000,
             max_lag_s=settings.replica_max_lag_s,
+            probe_timeout_s=PROBE_TIMEOUT_S,
+        )
+
+    def _probe_engine(self, name: str, url: str) -> AsyncEngine:
+        """A one-connection engine for the replica monitor, apart from the serving pools: a
+        saturated pool must not fail a health probe, nor a probe wait behind requests.
+        Named `<pool>-monitor` in `pg_stat_activity`; opened on first use."""
+        settings = self.settings
+        probe_pool = replace(
+            settings.writer_pool,
+            min_size=0,
+            max_size=1,
+            timeout_s=PROBE_TIMEOUT_S,
+            connect_timeout_s=min(settings.writer_pool.connect_timeout_s, PROBE_TIMEOUT_S),
+            statement_timeout_ms=int(PROBE_TIMEOUT_S * 1000),
+        )
+        return create_pool_engine(
+            name=f"{name}-monitor",
+            url=url,
+            pool=probe_pool,
+            sslmode=settings.sslmode,
+            pgbouncer=settings.pgbouncer,
         )
 
     @property
@@ -108,7 +137,8 @@ class Database:
         async with self.writer.acquire() as conn:
             limit = int((await conn.execute(_MAX_CONNECTIONS)).scalar_one())
         workers = self.settings.workers
-        wanted = self.settings.pool_max * workers
+        monitor = 1 if len(self.replicas) else 0  # the replica monitor's own connection
+        wanted = (self.settings.pool_max + monitor) * workers
         if wanted > limit:
             log.warning(
                 "pool maxima exceed the server's max_connections",

@@ -44,23 +44,24 @@ def create_pool_engine(
     """An engine whose pool keeps up to `pool.max_size` connections, reused LIFO.
 
     Sessions run in autocommit: every repository operation is one statement, which is atomic
-    on its own, so no BEGIN/COMMIT round trips are spent around it.
+    on its own, so no BEGIN/COMMIT round trips are spent around it. In PgBouncer mode each
+    operation runs in a transaction instead (`DbSession` commits it): asyncpg prepares a
+    statement and executes it in two protocol exchanges, which transaction pooling would
+    otherwise be free to send to two different server connections.
     """
+    # application_name is a startup parameter PgBouncer accepts and tracks; statement_timeout
+    # is not (it rejects the connection), so in PgBouncer mode it is enforced client side.
     server_settings = {"application_name": f"messenger-{name}"}
     connect_args: dict[str, Any] = {
         "timeout": pool.connect_timeout_s,
         "server_settings": server_settings,
-        # A client-side bound too, in case the server hangs without answering at all.
-        "command_timeout": pool.statement_timeout_ms / 1000 + 2
-        if pool.statement_timeout_ms
-        else None,
+        "command_timeout": _command_timeout_s(pool.statement_timeout_ms, pgbouncer=pgbouncer),
     }
-    if pool.statement_timeout_ms:
-        if pgbouncer:
-            connect_args["server_settings"] = {}  # PgBouncer rejects unknown startup parameters
-        else:
-            server_settings["statement_timeout"] = str(pool.statement_timeout_ms)
+    if pool.statement_timeout_ms and not pgbouncer:
+        server_settings["statement_timeout"] = str(pool.statement_timeout_ms)
     if pgbouncer:
+        # No server-side statement cache, and unique names for the statements SQLAlchemy
+        # prepares, since consecutive transactions may run on different server connections.
         connect_args["statement_cache_size"] = 0
         connect_args["prepared_statement_cache_size"] = 0
         connect_args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid.uuid4().hex}__"
@@ -75,10 +76,10 @@ def create_pool_engine(
         pool_use_lifo=True,
         pool_pre_ping=False,
         pool_recycle=-1,
-        isolation_level="AUTOCOMMIT",
+        isolation_level="READ COMMITTED" if pgbouncer else "AUTOCOMMIT",
         connect_args=connect_args,
     )
-    _install_events(engine, name, pool, pgbouncer=pgbouncer)
+    _install_events(engine, name, pool)
     return engine
 
 
@@ -94,6 +95,20 @@ def asyncpg_url(url: str) -> str:
     return rebuilt
 
 
+def _command_timeout_s(statement_timeout_ms: int, *, pgbouncer: bool) -> float | None:
+    """asyncpg's client-side bound on each statement (it then sends a cancel request).
+
+    Directly connected, the server's `statement_timeout` fires first and this only catches
+    a server that stopped answering. Through PgBouncer (transaction pooling) a session
+    setting cannot be relied on, so this is the statement timeout itself; set it on the
+    server too (`ALTER ROLE ... SET statement_timeout`) to stop the statement there.
+    """
+    if not statement_timeout_ms:
+        return None
+    seconds = statement_timeout_ms / 1000
+    return seconds if pgbouncer else seconds + 2
+
+
 def _ssl_context(mode: SslMode) -> ssl.SSLContext | None:
     if mode in ("disable", "allow", "prefer"):
         return None
@@ -106,20 +121,15 @@ def _ssl_context(mode: SslMode) -> ssl.SSLContext | None:
     return context
 
 
-def _install_events(engine: AsyncEngine, name: str, pool: PoolSettings, *, pgbouncer: bool) -> None:
+def _install_events(engine: AsyncEngine, name: str, pool: PoolSettings) -> None:
     target = engine.sync_engine
     lifetime = pool.max_lifetime_s
-    statement_timeout_ms = pool.statement_timeout_ms
 
     @event.listens_for(target, "connect")
     def on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         record.info[_RECYCLE_AT] = time.monotonic() + lifetime * (
             1 - RECYCLE_JITTER * random.random()  # noqa: S311 - jitter, not security
         )
-        if pgbouncer and statement_timeout_ms:
-            cursor = dbapi_connection.cursor()
-            cursor.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
-            cursor.close()
         log.debug("connection opened", pool=name)
 
     @event.listens_for(target, "checkin")

@@ -1,13 +1,18 @@
-"""What the data layer raises, and which driver failures count as transient."""
+"""What the data layer raises, and which driver failures count as transient.
+
+Three questions are answered here, from the exception alone:
+- `is_transient`: a connection-level failure that a retry on a fresh connection can cure;
+- `never_sent`: the statement provably never left the client (safe to retry any write);
+- `is_statement_timeout`: the server (or the client-side bound) gave up on a slow statement.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 from sqlalchemy import exc as sa_exc
 
-# SQLSTATEs of failures that a retry on a fresh connection can cure.
+# SQLSTATEs of failures that a retry on a fresh connection can cure (class 08 too).
 _TRANSIENT_SQLSTATES = frozenset(
     {
         "53300",  # too_many_connections
@@ -17,6 +22,11 @@ _TRANSIENT_SQLSTATES = frozenset(
     }
 )
 _STATEMENT_TIMEOUT = "57014"  # query_canceled (statement_timeout)
+# asyncpg's InterfaceError text when an operation is attempted on a connection it already
+# knows is closed: raised before anything is written to the socket.
+_CLOSED_BEFORE_SEND = "connection is closed"
+# Driver errors without a SQLSTATE whose text says the connection went away.
+_CONNECTION_LOST = ("connection is closed", "connection was closed", "connection lost")
 
 
 class DatabaseUnavailableError(Exception):
@@ -28,12 +38,17 @@ class DatabaseUnavailableError(Exception):
         self.retry_after_s = retry_after_s
 
 
+class CommandTimeoutError(Exception):
+    """The server did not answer a statement within the client-side bound (asyncpg's
+    `command_timeout`); treated like a statement timeout, never retried."""
+
+
 def _chain(error: BaseException) -> Iterator[BaseException]:
     """The error, what SQLAlchemy wrapped (`orig`) and its causes, each once."""
     seen: set[int] = set()
     pending: list[BaseException | None] = [error]
     while pending:
-        current = pending.pop()
+        current = pending.pop(0)
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
@@ -56,7 +71,7 @@ def is_transient(error: BaseException) -> bool:
     Query errors (constraints, syntax, statement timeouts) are never transient; neither is a
     pool timeout, which means overload and is answered with 503 at once.
     """
-    if isinstance(error, (sa_exc.TimeoutError, DatabaseUnavailableError)):
+    if isinstance(error, (sa_exc.TimeoutError, DatabaseUnavailableError, CommandTimeoutError)):
         return False
     code = sqlstate_of(error)
     if code is not None:
@@ -64,16 +79,34 @@ def is_transient(error: BaseException) -> bool:
     for item in _chain(error):
         if isinstance(item, sa_exc.DBAPIError) and item.connection_invalidated:
             return True
-        if isinstance(item, (OSError, asyncio.TimeoutError, ConnectionError)):
+        # Refused, reset, unreachable, and asyncpg's connect timeout (TimeoutError is an
+        # OSError); a statement's client-side timeout arrives as CommandTimeoutError instead.
+        if isinstance(item, OSError):
             return True
-        name = type(item).__name__
-        if name in {"ConnectionDoesNotExistError", "InterfaceError", "InternalClientError"} and (
-            "closed" in str(item) or "connection" in str(item).lower()
+        if type(item).__name__ in {"InterfaceError", "InternalClientError"}:
+            message = str(item).lower()
+            if any(phrase in message for phrase in _CONNECTION_LOST):
+                return True
+    return False
+
+
+def never_sent(error: BaseException) -> bool:
+    """Whether the statement provably never reached the server: the driver refused to use a
+    connection it had already seen close. Any write may be retried after such a failure."""
+    for item in _chain(error):
+        module = type(item).__module__
+        if (
+            type(item).__name__ == "InterfaceError"
+            and module.startswith("asyncpg")
+            and _CLOSED_BEFORE_SEND in str(item)
         ):
             return True
     return False
 
 
 def is_statement_timeout(error: BaseException) -> bool:
-    """Whether the server cancelled the statement for exceeding `statement_timeout`."""
+    """Whether the statement was cancelled for exceeding `statement_timeout` (server side)
+    or the client-side command timeout."""
+    if any(isinstance(item, CommandTimeoutError) for item in _chain(error)):
+        return True
     return sqlstate_of(error) == _STATEMENT_TIMEOUT

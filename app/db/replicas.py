@@ -5,6 +5,7 @@ This module answers "where is the replica chosen?": `ReplicaSet.choose`.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import structlog
@@ -26,26 +27,39 @@ class ReplicaState:
     lag_bytes: int = 0
     replay_lsn: int = 0
     checked_at: float | None = None
+    changed_at: float | None = None  # monotonic time of the last change in or out
     changes: int = field(default=0)
 
     @property
     def name(self) -> str:
         return self.pool.name
 
-    def mark(self, *, healthy: bool, reason: str | None) -> None:
-        """Record a health verdict, logging and counting only real changes."""
+    def mark(self, *, healthy: bool, reason: str | None, observed_at: float | None = None) -> None:
+        """Record a health verdict, logging and counting only real changes.
+
+        `observed_at` (monotonic) is when the evidence was gathered: a healthy verdict from a
+        probe that began before the replica was taken out is stale and ignored, so a read
+        failure is not undone by a probe that was already in flight.
+        """
+        now = time.monotonic()
         if healthy == self.healthy:
             self.reason = reason
+            return
+        if healthy and _before(observed_at, self.changed_at):
             return
         self.healthy = healthy
         self.reason = reason
         self.changes += 1
-        state = "in" if healthy else "out"
-        metrics.REPLICA_STATE_CHANGES.labels(self.name, state).inc()
+        self.changed_at = now
+        metrics.REPLICA_STATE_CHANGES.labels(self.name, "in" if healthy else "out").inc()
         if healthy:
-            log.info("replica back in rotation", pool=self.name)
+            log.info("replica back in rotation", pool=self.name, lag_s=round(self.lag_seconds, 3))
         else:
             log.warning("replica taken out of rotation", pool=self.name, reason=reason)
+
+
+def _before(observed_at: float | None, changed_at: float | None) -> bool:
+    return observed_at is not None and changed_at is not None and observed_at < changed_at
 
 
 class ReplicaSet:
@@ -53,6 +67,7 @@ class ReplicaSet:
 
     def __init__(self, pools: list[Pool]) -> None:
         self.states = [ReplicaState(pool) for pool in pools]
+        self._next = 0  # where the scan starts, so ties rotate instead of favouring the first
 
     def __len__(self) -> int:
         return len(self.states)
@@ -61,10 +76,20 @@ class ReplicaSet:
         self, min_lsn: int | None = None, exclude: frozenset[str] = frozenset()
     ) -> Pool | None:
         """The healthy replica with the fewest checked-out connections that has replayed
-        `min_lsn` (when given); None when no replica qualifies (read from the writer)."""
+        `min_lsn` (when given); None when no replica qualifies (read from the writer).
+
+        Among equally loaded replicas the choice rotates, so an idle service spreads its
+        reads instead of sending them all to the first replica.
+        """
+        count = len(self.states)
+        if count == 0:
+            return None
+        start = self._next
+        self._next = (start + 1) % count
         best: ReplicaState | None = None
         best_load = 0
-        for state in self.states:
+        for offset in range(count):
+            state = self.states[(start + offset) % count]
             if not state.healthy or state.name in exclude:
                 continue
             if min_lsn is not None and state.replay_lsn < min_lsn:
@@ -74,8 +99,13 @@ class ReplicaSet:
                 best, best_load = state, load
         return best.pool if best is not None else None
 
+    def healthy_count(self) -> int:
+        """How many replicas are in rotation."""
+        return sum(1 for state in self.states if state.healthy)
+
     def report_failure(self, pool: Pool, reason: str) -> None:
-        """A read failed on `pool` with a connection error: take it out until it recovers."""
+        """A read failed on `pool` with a connection error: take it out until the monitor
+        sees it recover."""
         for state in self.states:
             if state.pool is pool:
                 state.mark(healthy=False, reason=reason)

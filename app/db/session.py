@@ -1,27 +1,38 @@
 """The per-request data access handle: routes each operation to a pool and retries it.
 
 - reads go to a healthy, caught-up replica (or the writer when none qualifies, when the
-  request already wrote, or when its consistency token is newer than every replica);
+  request already wrote, or when its consistency token is newer than every replica); a read
+  that fails on a replica with a connection error moves to the next replica or the writer at
+  once, and that replica leaves the rotation until the monitor sees it recover;
 - writes go to the writer; after a write, `consistency_token` holds the primary's WAL
   position so the response can carry it (`X-Consistency-Token`);
-- transient connection failures are retried with exponential backoff (stamina): reads always,
-  on another pool when one is left; writes only when the statement never reached the server or
-  the write is idempotent.
+- transient connection failures are retried with exponential backoff (stamina, 100/200/400 ms
+  plus jitter): reads always; writes only when the statement never reached the server or the
+  write is idempotent (a retry of a committed, non-idempotent write would duplicate it).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import NoReturn, TypeVar
 
 import stamina
 import structlog
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
+from stamina.instrumentation import RetryDetails, set_on_retry_hooks
 
 from app.db import metrics
 from app.db.database import Database
-from app.db.errors import DatabaseUnavailableError, is_statement_timeout, is_transient
+from app.db.errors import (
+    CommandTimeoutError,
+    DatabaseUnavailableError,
+    is_statement_timeout,
+    is_transient,
+    never_sent,
+)
 from app.db.lsn import format_lsn, parse_lsn
 from app.db.pool import Pool
 
@@ -29,13 +40,27 @@ T = TypeVar("T")
 Operation = Callable[[AsyncConnection], Awaitable[T]]
 
 RETRY_ATTEMPTS = 4  # the first try and 3 retries
-RETRY_WAIT_INITIAL_S = 0.1
-RETRY_WAIT_MAX_S = 0.4
+RETRY_WAIT_INITIAL_S = 0.1  # then 0.2 and 0.4
 RETRY_JITTER_S = 0.05
+# stamina clamps wait + jitter to the maximum: leave room for the jitter of the last wait.
+RETRY_WAIT_MAX_S = 0.4 + RETRY_JITTER_S
 
 _WAL_POSITION = text("SELECT pg_current_wal_lsn()::text")
 
 log = structlog.get_logger("app.db.session")
+
+
+def _log_retry(details: RetryDetails) -> None:
+    """stamina's own hooks would log the exception's repr, which quotes SQL and parameters."""
+    log.info(
+        "retrying after a transient database failure",
+        retry=details.retry_num,
+        wait_s=round(details.wait_for, 3),
+        error=type(details.caused_by).__name__,
+    )
+
+
+set_on_retry_hooks([_log_retry])
 
 
 class _SentError(Exception):
@@ -72,27 +97,33 @@ class DbSession:
         try:
             async for attempt in _retrying(is_transient):
                 with attempt:
-                    pool = self._reader(frozenset(failed))
                     if attempt.num > 1:
-                        metrics.RETRIES.labels(pool.name).inc()
-                    try:
-                        async with pool.acquire() as conn:
-                            return await operation(conn)
-                    except Exception as error:
-                        self._note_failure(pool, error)
-                        if is_transient(error) and pool is not self._db.writer:
-                            failed.add(pool.name)
-                            self._db.replicas.report_failure(pool, type(error).__name__)
-                        raise
+                        metrics.RETRIES.labels(self._reader(failed).name).inc()
+                    return await self._read_once(operation, failed)
         except Exception as error:
             _raise_translated(error)
         raise AssertionError("unreachable: stamina re-raises the last failure")
 
+    async def _read_once(self, operation: Operation[T], failed: set[str]) -> T:
+        """One attempt: fail over from replica to replica (then the writer) without waiting;
+        each replica that fails with a connection error is reported and skipped."""
+        while True:
+            pool = self._reader(failed)
+            try:
+                return await _run(pool, operation)
+            except Exception as error:
+                _note_failure(pool, error)
+                if pool is self._db.writer or not is_transient(error):
+                    raise
+                failed.add(pool.name)
+                self._db.replicas.report_failure(pool, f"read failed: {type(error).__name__}")
+                metrics.RETRIES.labels(pool.name).inc()
+
     async def write(self, operation: Operation[T], *, idempotent: bool = False) -> T:
         """Run a writing `operation` on the writer and record the commit position.
 
-        Each operation is one autocommit statement. It is retried after a transient failure
-        only when it never reached the server (no connection) or `idempotent` is true.
+        Each operation is one autocommit statement. After a transient failure it is retried
+        only when it never reached the server or `idempotent` is true.
         """
         writer = self._db.writer
         self.wrote = True
@@ -109,12 +140,13 @@ class DbSession:
         raise AssertionError("unreachable: stamina re-raises the last failure")
 
     async def _write_once(self, writer: Pool, operation: Operation[T], *, idempotent: bool) -> T:
+        # A failure to get a connection means nothing was sent: retryable as it is.
         async with writer.acquire() as conn:
             try:
-                result = await operation(conn)
+                result = await _execute(conn, operation)
             except Exception as error:
-                self._note_failure(writer, error)
-                if idempotent and is_transient(error):
+                _note_failure(writer, error)
+                if is_transient(error) and (idempotent or never_sent(error)):
                     raise
                 raise _SentError(error) from error
             await self._record_position(conn)
@@ -124,26 +156,48 @@ class DbSession:
         """Best effort: the write has committed, so failing here must not fail the request."""
         try:
             position = (await conn.execute(_WAL_POSITION)).scalar_one()
+            await conn.commit()
         except Exception as error:
             log.warning("consistency token unavailable", error=type(error).__name__)
             return
         self.commit_lsn = parse_lsn(str(position))
 
-    def _reader(self, failed: frozenset[str]) -> Pool:
+    def _reader(self, failed: set[str]) -> Pool:
         if self.wrote:
             return self._db.writer
-        pool = self._db.replicas.choose(self._min_lsn, exclude=failed)
+        pool = self._db.replicas.choose(self._min_lsn, exclude=frozenset(failed))
         return pool if pool is not None else self._db.writer
 
-    @staticmethod
-    def _note_failure(pool: Pool, error: BaseException) -> None:
-        if is_transient(error):
-            kind = "transient"
-        elif is_statement_timeout(error):
-            kind = "statement_timeout"
-        else:
-            kind = "query"
-        metrics.ERRORS.labels(pool.name, kind).inc()
+
+async def _run(pool: Pool, operation: Operation[T]) -> T:
+    async with pool.acquire() as conn:
+        return await _execute(conn, operation)
+
+
+async def _execute(conn: AsyncConnection, operation: Operation[T]) -> T:
+    """Run `operation` and commit (a no-op in autocommit; ends the transaction that PgBouncer
+    mode runs each operation in). A client-side command timeout discards the connection: it
+    may still be busy cancelling, so it must not go back to the pool as if idle."""
+    try:
+        result = await operation(conn)
+        await conn.commit()
+    except TimeoutError as error:
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
+        raise CommandTimeoutError("the server did not answer in time") from error
+    return result
+
+
+def _note_failure(pool: Pool, error: BaseException) -> None:
+    if not isinstance(error, (sa_exc.SQLAlchemyError, OSError, CommandTimeoutError)):
+        return  # a domain error raised by the operation itself, not a database failure
+    if is_transient(error):
+        kind = "transient"
+    elif is_statement_timeout(error):
+        kind = "statement_timeout"
+    else:
+        kind = "query"
+    metrics.ERRORS.labels(pool.name, kind).inc()
 
 
 def _retrying(on: Callable[[Exception], bool]) -> AsyncIterable[stamina.Attempt]:

@@ -1,0 +1,118 @@
+"""A real PgBouncer (transaction pooling) in front of servers of the embedded cluster.
+
+PgBouncer refuses to run as root, so as root it runs as the cluster's system user.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from app.db.embedded import SYSTEM_USER
+from tests.support.cluster import wait_until
+from tests.support.server import free_port
+
+
+def pgbouncer_binary() -> str | None:
+    """Path of the pgbouncer program (Debian installs it in /usr/sbin), or None."""
+    return shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
+
+
+class PgBouncer:
+    """`with PgBouncer({"primary": port}) as bouncer:`; `bouncer.url("primary")`."""
+
+    def __init__(self, databases: dict[str, int], *, pool_size: int = 4) -> None:
+        binary = pgbouncer_binary()
+        if binary is None:
+            raise RuntimeError("pgbouncer is not installed (apt-get install pgbouncer)")
+        self._binary = binary
+        self.port = free_port()
+        self._databases = databases
+        self._pool_size = pool_size
+        self._dir = Path(tempfile.mkdtemp(prefix="messenger-pgbouncer-"))
+        self._user = pwd.getpwnam(SYSTEM_USER) if os.geteuid() == 0 else None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _write_config(self) -> Path:
+        entries = "".join(
+            f"{name} = host=127.0.0.1 port={port} dbname=messenger user=postgres\n"
+            for name, port in self._databases.items()
+        )
+        ini = self._dir / "pgbouncer.ini"
+        ini.write_text(
+            "[databases]\n"
+            f"{entries}"
+            "[pgbouncer]\n"
+            "listen_addr = 127.0.0.1\n"
+            f"listen_port = {self.port}\n"
+            "unix_socket_dir =\n"
+            "auth_type = any\n"
+            "pool_mode = transaction\n"
+            f"default_pool_size = {self._pool_size}\n"
+            "max_client_conn = 500\n"
+            "server_reset_query =\n"
+            f"logfile = {self._dir / 'pgbouncer.log'}\n"
+            f"pidfile = {self._dir / 'pgbouncer.pid'}\n"
+        )
+        if self._user is not None:
+            for path in (self._dir, ini):
+                os.chown(path, self._user.pw_uid, self._user.pw_gid)
+        return ini
+
+    def start(self, timeout_s: float = 15.0) -> PgBouncer:
+        ini = self._write_config()
+        user = self._user
+        self.process = subprocess.Popen(
+            [self._binary, str(ini)],
+            cwd=self._dir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+            extra_groups=[] if user else None,
+            start_new_session=True,
+        )
+        wait_until(self._accepting, timeout_s, f"pgbouncer listening on {self.port}")
+        return self
+
+    def _accepting(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"pgbouncer exited {self.process.returncode}: {self.logs()}")
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            return probe.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def logs(self) -> str:
+        path = self._dir / "pgbouncer.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> PgBouncer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,119 @@
+"""Overload and slow statements: 503 with Retry-After, and the pool intact afterwards.
+
+Statements are made slow for real: another connection holds `LOCK TABLE users IN ACCESS
+EXCLUSIVE MODE`, so a status update blocks until the lock goes or its timeout fires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.config import Settings
+from app.db.database import Database
+from app.db.session import DbSession
+from tests.conftest import make_client
+from tests.faults.helpers import ACTIVE_QUERIES, TableLock, query, wait_for, wait_lock_waiters
+from tests.support.api import assert_problem, create_user
+from tests.support.cluster import TestDatabase, fetchval
+
+_PRIMARY = "messenger-primary"
+_PIDS = "SELECT array_agg(pid ORDER BY pid) FROM pg_stat_activity WHERE application_name = $1"
+
+
+def _set_status(client: TestClient, user_id: int) -> Any:  # type: ignore[type-arg]
+    started = time.monotonic()
+    response = client.put(f"/users/{user_id}/status", json={"status": "away"})
+    return response, time.monotonic() - started
+
+
+def test_an_exhausted_pool_answers_503_quickly_and_recovers(database: TestDatabase) -> None:
+    env = {"DB_POOL_MIN": "0", "DB_POOL_MAX": "2", "DB_POOL_TIMEOUT_MS": "200"}
+    with make_client(database, **env) as client, ThreadPoolExecutor(max_workers=8) as threads:
+        user = create_user(client)
+        with TableLock(database.primary_url, "users"):
+            holders = [threads.submit(_set_status, client, user["id"]) for _ in range(2)]
+            wait_lock_waiters(database.primary_url, _PRIMARY, 2)  # both connections are stuck
+            waiters: list[Future[Any]] = [
+                threads.submit(_set_status, client, user["id"]) for _ in range(4)
+            ]
+            for future in waiters:
+                response, elapsed = future.result(timeout=10)
+                problem = assert_problem(response, 503)
+                assert response.headers["retry-after"] == "1"
+                assert "connection" in problem["detail"]
+                assert elapsed < 1.5  # the pool timeout, not a hang
+        for future in holders:
+            response, _ = future.result(timeout=10)
+            assert response.status_code == 200
+        db: Database = client.app.state.database
+        assert db.writer.checked_out == 0
+        # Intact: both connections serve again, concurrently.
+        again = [threads.submit(_set_status, client, user["id"]) for _ in range(4)]
+        assert [future.result(timeout=10)[0].status_code for future in again] == [200] * 4
+
+
+def test_a_statement_timeout_answers_503_and_keeps_the_connection(
+    database: TestDatabase,
+) -> None:
+    env = {"DB_POOL_MIN": "1", "DB_POOL_MAX": "1", "DB_STATEMENT_TIMEOUT_MS": "300"}
+    with make_client(database, **env) as client:
+        user = create_user(client)
+        pids_before = fetchval(database.primary_url, _PIDS, _PRIMARY)
+        assert len(pids_before) == 1
+        with TableLock(database.primary_url, "users"):
+            response, elapsed = _set_status(client, user["id"])
+        problem = assert_problem(response, 503)
+        assert response.headers["retry-after"] == "1"
+        assert problem["detail"] == "the database did not answer in time"
+        assert 0.3 <= elapsed < 1.5  # the statement timeout, not retried
+        assert _set_status(client, user["id"])[0].status_code == 200
+        # The same server connection served the next request: nothing was thrown away.
+        assert fetchval(database.primary_url, _PIDS, _PRIMARY) == pids_before
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_request_returns_its_connection(database: TestDatabase) -> None:
+    """A request task cancelled mid-statement (what a server does on shutdown or timeout)
+    gives its connection back, and the server stops running the statement."""
+    settings = Settings.from_env(
+        database.env(DATABASE_REPLICA_URLS="", DB_POOL_MIN="1", DB_POOL_MAX="1")
+    )
+    db = Database(settings)
+    await db.warm_up()
+    try:
+
+        async def sleep(conn: AsyncConnection) -> None:
+            await conn.execute(text("SELECT pg_sleep(3)"))
+
+        task = asyncio.create_task(DbSession(db).read(sleep))
+
+        async def running() -> bool:
+            return bool(await query(database.primary_url, ACTIVE_QUERIES, _PRIMARY) == 1)
+
+        await wait_for(running, 5, "the statement to run")
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert db.writer.checked_out == 0
+
+        async def stopped() -> bool:
+            return bool(await query(database.primary_url, ACTIVE_QUERIES, _PRIMARY) == 0)
+
+        await wait_for(stopped, 2.5, "the server to stop the cancelled statement")
+        assert time.monotonic() - started < 2.5
+
+        async def one(conn: AsyncConnection) -> int:
+            return int((await conn.execute(text("SELECT 1"))).scalar_one())
+
+        assert await DbSession(db).read(one) == 1
+    finally:
+        await db.dispose(5)

@@ -1,0 +1,122 @@
+"""`DB_PGBOUNCER=true` through a real PgBouncer in transaction pooling mode.
+
+PgBouncer (Debian's package) runs in front of the primary and both replicas, with fewer
+server connections than the service has clients, so consecutive transactions of one client
+connection really do land on different server connections.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from app.db.embedded import EmbeddedCluster
+from tests.faults.helpers import LOCK_WAITERS, TableLock
+from tests.faults.pgbouncer import PgBouncer, pgbouncer_binary
+from tests.support.cluster import TestDatabase, fetchval, wait_until
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bouncer(database: TestDatabase) -> Iterator[PgBouncer]:
+    if pgbouncer_binary() is None:
+        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
+    cluster: EmbeddedCluster | None = database.cluster
+    if cluster is None:
+        pytest.skip("needs the embedded cluster")
+    ports = {"primary": cluster.primary.port}
+    ports.update({f"replica{index}": node.port for index, node in enumerate(cluster.replicas)})
+    with PgBouncer(ports, pool_size=2) as running:
+        yield running
+
+
+def _serve(database: TestDatabase, bouncer: PgBouncer, **env: str) -> ServerProcess:
+    replicas = ",".join(bouncer.url(f"replica{index}") for index in range(2))
+    settings = {
+        "DATABASE_URL": bouncer.url("primary"),
+        "DATABASE_REPLICA_URLS": replicas,
+        "DB_PGBOUNCER": "true",
+        "DB_POOL_MIN": "2",
+        "DB_REPLICA_POOL_MIN": "1",
+    }
+    return ServerProcess(database, **{**settings, **env})
+
+
+def _conversation(url: str) -> list[str]:
+    """Create users and a chat, send, read back with and without the token; problems found."""
+    problems = []
+    with httpx.Client(base_url=url, timeout=10) as client:
+        users = [
+            client.post("/users", json={"username": f"b_{uuid.uuid4().hex[:16]}"}) for _ in range(2)
+        ]
+        if any(response.status_code != 201 for response in users):
+            return [f"create user: {[r.status_code for r in users]}"]
+        ids = [response.json()["id"] for response in users]
+        chat = client.post("/chats", json={"member_ids": ids})
+        if chat.status_code != 201:
+            return [f"create chat: {chat.status_code}"]
+        chat_id = chat.json()["id"]
+        for index in range(10):
+            key = uuid.uuid4().hex
+            body = {"sender_id": ids[index % 2], "body": f"hi {index}", "client_msg_id": key}
+            sent = client.post(f"/chats/{chat_id}/messages", json=body)
+            if sent.status_code != 201:
+                problems.append(f"send: {sent.status_code}")
+                continue
+            token = sent.headers.get("x-consistency-token")
+            if token is None:
+                problems.append("send without a consistency token")
+                continue
+            page = client.get(f"/chats/{chat_id}/messages", headers={"X-Consistency-Token": token})
+            if page.status_code != 200 or page.json()["items"][0]["id"] != sent.json()["id"]:
+                problems.append(f"token read: {page.status_code}")
+            again = client.post(f"/chats/{chat_id}/messages", json=body)
+            if again.status_code != 200:
+                problems.append(f"repeat send: {again.status_code}")
+            if client.get(f"/users/{ids[0]}/chats").status_code != 200:
+                problems.append("read without token")
+    return problems
+
+
+def test_the_service_works_through_pgbouncer_under_concurrency(
+    database: TestDatabase, bouncer: PgBouncer
+) -> None:
+    with _serve(database, bouncer) as server, ThreadPoolExecutor(max_workers=8) as threads:
+        results = list(threads.map(_conversation, [server.url] * 16))
+        ready = httpx.get(f"{server.url}/health/ready", timeout=5).json()
+    problems = [problem for result in results for problem in result]
+    assert not problems, problems[:10]
+    assert ready["status"] == "pass", ready
+
+
+def test_a_statement_timeout_through_pgbouncer_answers_503_and_cancels_it(
+    database: TestDatabase, bouncer: PgBouncer
+) -> None:
+    with (
+        _serve(database, bouncer, DB_STATEMENT_TIMEOUT_MS="300") as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
+        user = client.post("/users", json={"username": f"b_{uuid.uuid4().hex[:16]}"}).json()
+        with TableLock(database.primary_url, "users"):
+            started = time.monotonic()
+            response = client.put(f"/users/{user['id']}/status", json={"status": "away"})
+            elapsed = time.monotonic() - started
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "1"
+            assert response.json()["detail"] == "the database did not answer in time"
+            # The cancel request went through PgBouncer: nothing waits on the lock any more.
+            wait_until(
+                lambda: fetchval(database.primary_url, LOCK_WAITERS, "messenger-primary") == 0,
+                5,
+                "the timed-out statement to be cancelled on the server",
+            )
+        assert 0.3 <= elapsed < 2.0
+        again = client.put(f"/users/{user['id']}/status", json={"status": "online"})
+        assert again.status_code == 200

@@ -1,0 +1,99 @@
+"""`X-Consistency-Token` across requests, with replay paused on the replicas.
+
+While replay is paused a replica keeps answering reads from its stale snapshot, so what a
+read returns shows who served it: a message sent after the pause is on the primary only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from app.db.database import Database
+from app.db.embedded import EmbeddedCluster
+from app.db.lsn import parse_lsn
+from tests.conftest import make_client
+from tests.faults.helpers import replay_paused
+from tests.support.api import create_chat, create_user
+from tests.support.cluster import TestDatabase, fetchval, wait_until
+
+
+@pytest.fixture
+def client(database: TestDatabase, cluster_control: EmbeddedCluster) -> Iterator[TestClient]:  # type: ignore[type-arg]
+    # Paused replicas look lagged; a generous limit keeps them in rotation for the proof.
+    env = {"DB_REPLICA_MAX_LAG_S": "3600", "DB_REPLICA_CHECK_INTERVAL_MS": "100"}
+    with make_client(database, **env) as test_client:
+        yield test_client
+    database.wait_replicas()
+
+
+def _send(client: TestClient, chat_id: int, sender_id: int, body: str) -> Any:  # type: ignore[type-arg]
+    response = client.post(
+        f"/chats/{chat_id}/messages", json={"sender_id": sender_id, "body": body}
+    )
+    assert response.status_code == 201, response.text
+    return response
+
+
+def _bodies(client: TestClient, chat_id: int, token: str | None = None) -> list[str]:  # type: ignore[type-arg]
+    headers = {"X-Consistency-Token": token} if token else {}
+    response = client.get(f"/chats/{chat_id}/messages", headers=headers)
+    assert response.status_code == 200, response.text
+    return [item["body"] for item in response.json()["items"]]
+
+
+def _monitor_sees(client: TestClient, token: str) -> None:  # type: ignore[type-arg]
+    """Wait until the monitor knows every replica replayed past `token`."""
+    db: Database = client.app.state.database
+    position = parse_lsn(token)
+    wait_until(
+        lambda: all(state.replay_lsn >= position for state in db.replicas.states),
+        10,
+        f"the monitor to see the replicas past {token}",
+    )
+
+
+def test_a_token_read_sees_the_write_that_a_stale_replica_lacks(
+    client: TestClient,  # type: ignore[type-arg]
+    database: TestDatabase,
+) -> None:
+    a = create_user(client)
+    chat = create_chat(client, [a["id"]])
+    first = _send(client, chat["id"], a["id"], "before the pause")
+    token1 = first.headers["x-consistency-token"]
+    database.wait_replicas()
+    _monitor_sees(client, token1)
+
+    with replay_paused(database.replica_urls):
+        second = _send(client, chat["id"], a["id"], "after the pause")
+        token2 = second.headers["x-consistency-token"]
+        assert parse_lsn(token2) > parse_lsn(token1)
+        # Without a token: a replica, which has not replayed the second send.
+        assert _bodies(client, chat["id"]) == ["before the pause"]
+        # With the token of the second send: no replica qualifies, so the primary answers.
+        assert _bodies(client, chat["id"], token2) == ["after the pause", "before the pause"]
+        # With the older token a replica qualifies and serves (its view is stale but
+        # consistent with what that client wrote).
+        assert _bodies(client, chat["id"], token1) == ["before the pause"]
+
+    # After resume the replicas replay past token2 and serve token2 reads again: pause once
+    # more and write a third message, which only the primary has.
+    database.wait_replicas()
+    _monitor_sees(client, token2)
+    with replay_paused(database.replica_urls):
+        _send(client, chat["id"], a["id"], "third")
+        assert _bodies(client, chat["id"], token2) == ["after the pause", "before the pause"]
+
+
+def test_every_write_answers_with_a_token_and_reads_do_not(client: TestClient) -> None:  # type: ignore[type-arg]
+    user = create_user(client)
+    response = client.put(f"/users/{user['id']}/status", json={"status": "away"})
+    assert response.status_code == 200
+    token = response.headers["x-consistency-token"]
+    assert parse_lsn(token) > 0
+    assert "x-consistency-token" not in client.get(f"/users/{user['id']}").headers
+    position = fetchval(client.app.state.settings.database_url, "SELECT pg_current_wal_lsn()::text")
+    assert parse_lsn(position) >= parse_lsn(token)

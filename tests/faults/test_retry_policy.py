@@ -1,0 +1,186 @@
+"""Retries against real servers: what is retried, what never is, and how long it takes.
+
+Connections are broken for real: a backend terminated by `pg_terminate_backend` (after its
+statement committed, or while idle in the pool), a port nobody listens on.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.config import Settings
+from app.db.database import Database
+from app.db.errors import DatabaseUnavailableError
+from app.db.session import DbSession
+from tests.faults.helpers import query, wait_for
+from tests.support.cluster import TestDatabase
+from tests.support.server import free_port
+
+pytestmark = pytest.mark.anyio
+
+_INSERT = text("INSERT INTO users (username, display_name) VALUES (:name, :name)")
+_INSERT_ONCE = text(
+    "INSERT INTO users (username, display_name) VALUES (:name, :name) ON CONFLICT DO NOTHING"
+)
+_KILL_SELF = text("SELECT pg_terminate_backend(pg_backend_pid())")
+_COUNT = "SELECT count(*) FROM users WHERE username = $1"
+
+
+@asynccontextmanager
+async def open_database(database: TestDatabase, **env: str) -> AsyncIterator[Database]:
+    db = Database(Settings.from_env(database.env(**env)))
+    await db.warm_up()
+    try:
+        yield db
+    finally:
+        await db.dispose(5)
+
+
+def _name() -> str:
+    return f"retry_{uuid.uuid4().hex[:16]}"
+
+
+def _retries(pool: str) -> float:
+    return REGISTRY.get_sample_value("db_client_retries_total", {"pool_name": pool}) or 0.0
+
+
+async def test_a_write_that_may_have_committed_is_not_retried(database: TestDatabase) -> None:
+    name, attempts = _name(), 0
+
+    async def insert_then_lose_the_connection(conn: AsyncConnection) -> None:
+        nonlocal attempts
+        attempts += 1
+        await conn.execute(_INSERT, {"name": name})  # autocommit: committed here
+        await conn.execute(_KILL_SELF)
+
+    async with open_database(database, DATABASE_REPLICA_URLS="") as db:
+        with pytest.raises(DatabaseUnavailableError):
+            await DbSession(db).write(insert_then_lose_the_connection)
+    assert attempts == 1
+    assert await query(database.primary_url, _COUNT, name) == 1
+
+
+async def test_an_idempotent_write_is_retried_and_stored_once(database: TestDatabase) -> None:
+    name, attempts = _name(), 0
+
+    async def insert_once(conn: AsyncConnection) -> str:
+        nonlocal attempts
+        attempts += 1
+        await conn.execute(_INSERT_ONCE, {"name": name})
+        if attempts == 1:
+            await conn.execute(_KILL_SELF)
+        return name
+
+    async with open_database(database, DATABASE_REPLICA_URLS="") as db:
+        assert await DbSession(db).write(insert_once, idempotent=True) == name
+    assert attempts == 2
+    assert await query(database.primary_url, _COUNT, name) == 1
+
+
+async def test_a_write_on_a_connection_already_closed_is_retried(database: TestDatabase) -> None:
+    """The pooled connection died while idle; the driver refuses it before sending anything,
+    so even a non-idempotent write is safe to retry on a fresh connection."""
+    name, attempts = _name(), 0
+
+    async def insert(conn: AsyncConnection) -> None:
+        nonlocal attempts
+        attempts += 1
+        await conn.execute(_INSERT, {"name": name})
+
+    env = {"DATABASE_REPLICA_URLS": "", "DB_POOL_MIN": "1", "DB_POOL_MAX": "1"}
+    async with open_database(database, **env) as db:
+        async with db.writer.acquire() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        pid = driver.get_server_pid()
+        await query(database.primary_url, "SELECT pg_terminate_backend($1)", pid)
+
+        async def driver_saw_it() -> bool:
+            return bool(driver.is_closed())
+
+        await wait_for(driver_saw_it, 5, "the pooled connection to notice its end")
+        await DbSession(db).write(insert)
+    assert attempts == 2
+    assert await query(database.primary_url, _COUNT, name) == 1
+
+
+async def test_query_errors_and_statement_timeouts_are_not_retried(
+    database: TestDatabase,
+) -> None:
+    attempts = 0
+
+    async def slow(conn: AsyncConnection) -> None:
+        nonlocal attempts
+        attempts += 1
+        await conn.execute(text("SELECT pg_sleep(2)"))
+
+    async def broken(conn: AsyncConnection) -> None:
+        nonlocal attempts
+        attempts += 1
+        await conn.execute(text("SELEC 1"))
+
+    env = {"DATABASE_REPLICA_URLS": "", "DB_STATEMENT_TIMEOUT_MS": "100"}
+    async with open_database(database, **env) as db:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailableError, match="did not answer in time"):
+            await DbSession(db).read(slow)
+        assert time.monotonic() - started < 0.6  # no 100+200+400 ms of retries
+        assert attempts == 1
+        with pytest.raises(sa_exc.ProgrammingError):
+            await DbSession(db).read(broken)
+        assert attempts == 2
+        # The connection that timed out is reusable.
+        assert await DbSession(db).read(_select_one) == 1
+        assert db.writer.checked_out == 0
+
+
+async def _select_one(conn: AsyncConnection) -> int:
+    return int((await conn.execute(text("SELECT 1"))).scalar_one())
+
+
+async def test_an_unreachable_writer_is_retried_three_times_with_backoff(
+    database: TestDatabase,
+) -> None:
+    """Measures the retry schedule: 100 + 200 + 400 ms plus up to 50 ms jitter each."""
+    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/messenger"
+    db = Database(
+        Settings.from_env({"APP_ENV": "test", "DATABASE_URL": closed, "DB_POOL_MIN": "0"})
+    )
+    before = _retries("primary")
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailableError, match="unreachable"):
+            await DbSession(db).read(_select_one)
+        elapsed = time.monotonic() - started
+    finally:
+        await db.dispose(5)
+    assert _retries("primary") == before + 3
+    print(f"\n[timing] unreachable writer: 4 attempts answered 503 after {elapsed * 1000:.0f} ms")
+    assert 0.7 <= elapsed < 1.2
+
+
+async def test_a_read_fails_over_from_a_dead_replica_at_once(database: TestDatabase) -> None:
+    """A failed checkout takes the replica out and the read moves on without a backoff."""
+    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/messenger"
+    env = {"DATABASE_REPLICA_URLS": dead, "DB_REPLICA_CHECK_INTERVAL_MS": "60000"}
+    async with open_database(database, **env) as db:
+        state = db.replicas.states[0]
+        assert not state.healthy  # down at start
+        state.mark(healthy=True, reason=None)  # as if it had just died after a good probe
+        started = time.monotonic()
+        assert await DbSession(db).read(_select_one) == 1  # answered by the writer
+        elapsed = time.monotonic() - started
+        assert not state.healthy
+        assert state.reason is not None
+        assert state.reason.startswith("read failed")
+    print(f"\n[timing] read failing over from a refused replica: {elapsed * 1000:.1f} ms")
+    assert elapsed < 0.1
