@@ -7,7 +7,6 @@ import time
 from dataclasses import replace
 
 import structlog
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
@@ -18,8 +17,8 @@ from app.db.replicas import ReplicaSet
 
 log = structlog.get_logger("app.db")
 
-_SERVER_INFO = text("SELECT current_setting('server_version'), current_database()")
-_MAX_CONNECTIONS = text("SELECT current_setting('max_connections')::int")
+_SERVER_INFO = "SELECT current_setting('server_version'), current_database()"
+_MAX_CONNECTIONS = "SELECT current_setting('max_connections')::int"
 PROBE_TIMEOUT_S = 1.0  # each monitor probe, connecting included
 
 
@@ -122,7 +121,7 @@ class Database:
     async def _warm(self, pool: Pool) -> None:
         await pool.open_minimum()
         async with pool.acquire() as conn:
-            version, database = (await conn.execute(_SERVER_INFO)).one()
+            version, database = await conn.fetchrow(_SERVER_INFO)
         log.info(
             "pool ready",
             pool=pool.name,
@@ -135,7 +134,7 @@ class Database:
 
     async def _warn_if_oversubscribed(self) -> None:
         async with self.writer.acquire() as conn:
-            limit = int((await conn.execute(_MAX_CONNECTIONS)).scalar_one())
+            limit = int(await conn.fetchval(_MAX_CONNECTIONS))
         workers = self.settings.workers
         monitor = 1 if len(self.replicas) else 0  # the replica monitor's own connection
         wanted = (self.settings.pool_max + monitor) * workers

@@ -104,6 +104,13 @@ def never_sent(error: BaseException) -> bool:
     return False
 
 
+def is_database_error(error: BaseException) -> bool:
+    """Whether `error` comes from the database or the driver (not from the caller's code)."""
+    if isinstance(error, (sa_exc.SQLAlchemyError, OSError, CommandTimeoutError)):
+        return True
+    return type(error).__module__.startswith("asyncpg")
+
+
 def is_statement_timeout(error: BaseException) -> bool:
     """Whether the statement was cancelled for exceeding `statement_timeout` (server side)
     or the client-side command timeout."""

@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from asyncpg import Connection
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+from sqlalchemy.util import greenlet_spawn
 
 from app.config import PoolSettings
 from app.db import metrics
-from app.db.errors import DatabaseUnavailableError
+from app.db.errors import CommandTimeoutError, DatabaseUnavailableError, is_transient
 
 _RECENT_WAITS = 1024
 _LOG_EVERY_S = 5.0  # at most one checkout-failure (and one timeout) line per pool this often
@@ -109,13 +111,20 @@ class Pool:
         return self._queue_pool.checkedout()
 
     @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[AsyncConnection]:
-        """Borrow a connection; `DatabaseUnavailableError` when none frees up in time."""
+    async def acquire(self) -> AsyncIterator[Connection]:
+        """Borrow a connection from the SQLAlchemy pool and lend out its asyncpg connection.
+
+        The pool's checkout (queueing, timeout, pre-ping, recycling, events) is SQLAlchemy's;
+        statements then run on the driver connection itself, which spares each one the Core
+        execution layer (see README, Performance). `DatabaseUnavailableError` when no
+        connection frees up within `DB_POOL_TIMEOUT_MS`. A connection that failed, timed out
+        or was cancelled mid-statement is invalidated rather than returned.
+        """
         started = time.perf_counter()
         self.waiting += 1
         self._pending_metric.inc()
         try:
-            connection = await self.engine.connect()
+            fairy = await greenlet_spawn(self._queue_pool.connect)
         except sa_exc.TimeoutError:
             self._note_timeout(time.perf_counter() - started)
             raise DatabaseUnavailableError(
@@ -132,11 +141,17 @@ class Pool:
         self._recent_waits.append(waited)
         self._wait_metric.observe(waited)
         self._publish_counts()
+        connection = fairy.driver_connection
         try:
             yield connection
+        except BaseException as error:
+            if _unusable_after(connection, error):
+                # Shielded, as the return below: a cancelled request must not leak it.
+                await asyncio.shield(greenlet_spawn(fairy.invalidate, error))
+            raise
         finally:
             # Shielded: a request cancelled mid-query must still hand its connection back.
-            await asyncio.shield(connection.close())
+            await asyncio.shield(greenlet_spawn(fairy.close))
             self._use_metric.observe(time.perf_counter() - acquired)
             self._publish_counts()
 
@@ -145,11 +160,8 @@ class Pool:
         count = self.settings.min_size
         if count == 0:
             return
-        stack = contextlib.AsyncExitStack()
-        async with stack:
-            await asyncio.gather(
-                *(stack.enter_async_context(self.engine.connect()) for _ in range(count))
-            )
+        async with contextlib.AsyncExitStack() as stack:
+            await asyncio.gather(*(stack.enter_async_context(self.acquire()) for _ in range(count)))
         self.publish_metrics()
 
     def snapshot(self) -> PoolSnapshot:
@@ -225,6 +237,17 @@ class Pool:
 
         event.listen(self.engine.sync_engine, "connect", opened)
         event.listen(self.engine.sync_engine, "close", closed)
+
+
+def _unusable_after(connection: Connection, error: BaseException) -> bool:
+    """Whether a connection must not go back to the pool after `error` escaped its use:
+    it is closed, the statement was interrupted (cancelled or timed out client-side, so the
+    server may still be busy with it), or the failure was at the connection level."""
+    if connection.is_closed() or connection.is_in_transaction():
+        return True
+    if isinstance(error, (asyncio.CancelledError, TimeoutError, CommandTimeoutError)):
+        return True
+    return isinstance(error, Exception) and is_transient(error)
 
 
 def _percentile_ms(sorted_values: list[float], quantile: float) -> float:

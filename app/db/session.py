@@ -13,15 +13,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import NoReturn, TypeVar
 
 import stamina
 import structlog
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from asyncpg import Connection
 from stamina.instrumentation import RetryDetails, set_on_retry_hooks
 
 from app.db import metrics
@@ -29,6 +26,7 @@ from app.db.database import Database
 from app.db.errors import (
     CommandTimeoutError,
     DatabaseUnavailableError,
+    is_database_error,
     is_statement_timeout,
     is_transient,
     never_sent,
@@ -37,7 +35,7 @@ from app.db.lsn import format_lsn, parse_lsn
 from app.db.pool import Pool
 
 T = TypeVar("T")
-Operation = Callable[[AsyncConnection], Awaitable[T]]
+Operation = Callable[[Connection], Awaitable[T]]
 
 RETRY_ATTEMPTS = 4  # the first try and 3 retries
 RETRY_WAIT_INITIAL_S = 0.1  # then 0.2 and 0.4
@@ -45,7 +43,7 @@ RETRY_JITTER_S = 0.05
 # stamina clamps wait + jitter to the maximum: leave room for the jitter of the last wait.
 RETRY_WAIT_MAX_S = 0.4 + RETRY_JITTER_S
 
-_WAL_POSITION = text("SELECT pg_current_wal_lsn()::text")
+_WAL_POSITION = "SELECT pg_current_wal_lsn()::text"
 
 log = structlog.get_logger("app.db.session")
 
@@ -95,10 +93,17 @@ class DbSession:
         """Run a read-only `operation` on the right reader, retrying transient failures."""
         failed: set[str] = set()
         try:
+            return await self._read_once(operation, failed)  # the fast path: no retry machinery
+        except Exception as error:
+            if not is_transient(error):
+                _raise_translated(error)
+            first_failure = error
+        try:
             async for attempt in _retrying(is_transient):
                 with attempt:
-                    if attempt.num > 1:
-                        metrics.RETRIES.labels(self._reader(failed).name).inc()
+                    if attempt.num == 1:
+                        raise first_failure  # let stamina schedule the backoff after it
+                    metrics.RETRIES.labels(self._reader(failed).name).inc()
                     return await self._read_once(operation, failed)
         except Exception as error:
             _raise_translated(error)
@@ -110,7 +115,7 @@ class DbSession:
         while True:
             pool = self._reader(failed)
             try:
-                return await _run(pool, operation)
+                return await _run(pool, operation, in_transaction=self._transactions)
             except Exception as error:
                 _note_failure(pool, error)
                 if pool is self._db.writer or not is_transient(error):
@@ -128,10 +133,19 @@ class DbSession:
         writer = self._db.writer
         self.wrote = True
         try:
+            return await self._write_once(writer, operation, idempotent=idempotent)
+        except _SentError as sent:
+            _raise_translated(sent.error)
+        except Exception as error:
+            if not _retryable(error):
+                _raise_translated(error)
+            first_failure = error
+        try:
             async for attempt in _retrying(_retryable):
                 with attempt:
-                    if attempt.num > 1:
-                        metrics.RETRIES.labels(writer.name).inc()
+                    if attempt.num == 1:
+                        raise first_failure  # let stamina schedule the backoff after it
+                    metrics.RETRIES.labels(writer.name).inc()
                     return await self._write_once(writer, operation, idempotent=idempotent)
         except _SentError as sent:
             _raise_translated(sent.error)
@@ -143,7 +157,7 @@ class DbSession:
         # A failure to get a connection means nothing was sent: retryable as it is.
         async with writer.acquire() as conn:
             try:
-                result = await _execute(conn, operation)
+                result = await _execute(conn, operation, in_transaction=self._transactions)
             except Exception as error:
                 _note_failure(writer, error)
                 if is_transient(error) and (idempotent or never_sent(error)):
@@ -152,15 +166,20 @@ class DbSession:
             await self._record_position(conn)
             return result
 
-    async def _record_position(self, conn: AsyncConnection) -> None:
+    async def _record_position(self, conn: Connection) -> None:
         """Best effort: the write has committed, so failing here must not fail the request."""
         try:
-            position = (await conn.execute(_WAL_POSITION)).scalar_one()
-            await conn.commit()
+            position = await conn.fetchval(_WAL_POSITION)
         except Exception as error:
             log.warning("consistency token unavailable", error=type(error).__name__)
             return
         self.commit_lsn = parse_lsn(str(position))
+
+    @property
+    def _transactions(self) -> bool:
+        """PgBouncer (transaction pooling) may run a statement's prepare and execute on
+        different server connections unless they share a transaction."""
+        return self._db.settings.pgbouncer
 
     def _reader(self, failed: set[str]) -> Pool:
         if self.wrote:
@@ -169,27 +188,26 @@ class DbSession:
         return pool if pool is not None else self._db.writer
 
 
-async def _run(pool: Pool, operation: Operation[T]) -> T:
+async def _run(pool: Pool, operation: Operation[T], *, in_transaction: bool) -> T:
     async with pool.acquire() as conn:
-        return await _execute(conn, operation)
+        return await _execute(conn, operation, in_transaction=in_transaction)
 
 
-async def _execute(conn: AsyncConnection, operation: Operation[T]) -> T:
-    """Run `operation` and commit (a no-op in autocommit; ends the transaction that PgBouncer
-    mode runs each operation in). A client-side command timeout discards the connection: it
-    may still be busy cancelling, so it must not go back to the pool as if idle."""
+async def _execute(conn: Connection, operation: Operation[T], *, in_transaction: bool) -> T:
+    """Run `operation` (in a transaction of its own in PgBouncer mode). A client-side command
+    timeout becomes `CommandTimeoutError`; the pool then discards the connection, which may
+    still be busy cancelling."""
     try:
-        result = await operation(conn)
-        await conn.commit()
+        if in_transaction:
+            async with conn.transaction(isolation="read_committed"):
+                return await operation(conn)
+        return await operation(conn)
     except TimeoutError as error:
-        with contextlib.suppress(Exception):
-            await conn.invalidate()
         raise CommandTimeoutError("the server did not answer in time") from error
-    return result
 
 
 def _note_failure(pool: Pool, error: BaseException) -> None:
-    if not isinstance(error, (sa_exc.SQLAlchemyError, OSError, CommandTimeoutError)):
+    if not is_database_error(error):
         return  # a domain error raised by the operation itself, not a database failure
     if is_transient(error):
         kind = "transient"

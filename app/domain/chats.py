@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from asyncpg import Connection
 
 from app.db.session import DbSession
 from app.domain.errors import NotFoundError
@@ -12,12 +11,13 @@ from app.domain.records import Chat, ChatList
 _MEMBERS_OF_C = "ARRAY(SELECT user_id FROM chat_members WHERE chat_id = c.id ORDER BY user_id)"
 
 # One statement, atomic on its own: the chat is inserted only when every member exists.
-_CREATE = text(
+# $1 title, $2 distinct member ids, $3 their count.
+_CREATE = (
     "WITH found AS ("
-    "  SELECT id FROM users WHERE id = ANY(CAST(:member_ids AS bigint[]))"
+    "  SELECT id FROM users WHERE id = ANY($2::bigint[])"
     "), c AS ("
-    "  INSERT INTO chats (title) SELECT :title"
-    "  WHERE (SELECT count(*) FROM found) = :member_count"
+    "  INSERT INTO chats (title) SELECT $1::text"
+    "  WHERE (SELECT count(*) FROM found) = $3"
     "  RETURNING id, title, created_at"
     "), m AS ("
     "  INSERT INTO chat_members (chat_id, user_id) SELECT c.id, found.id FROM c, found"
@@ -25,17 +25,14 @@ _CREATE = text(
     ")"
     " SELECT c.id, c.title, ARRAY(SELECT user_id FROM m ORDER BY user_id), c.created_at FROM c"
 )
-_UNKNOWN_USERS = text(
-    "SELECT ARRAY(SELECT unnest(CAST(:member_ids AS bigint[]))"
-    " EXCEPT SELECT id FROM users ORDER BY 1)"
-)
-_BY_ID = text(f"SELECT c.id, c.title, {_MEMBERS_OF_C}, c.created_at FROM chats c WHERE c.id = :id")
-_OF_USER = text(
+_UNKNOWN_USERS = "SELECT ARRAY(SELECT unnest($1::bigint[]) EXCEPT SELECT id FROM users ORDER BY 1)"
+_BY_ID = f"SELECT c.id, c.title, {_MEMBERS_OF_C}, c.created_at FROM chats c WHERE c.id = $1"
+_OF_USER = (
     f"SELECT c.id, c.title, {_MEMBERS_OF_C}, c.created_at"
     " FROM chat_members m JOIN chats c ON c.id = m.chat_id"
-    " WHERE m.user_id = :user_id ORDER BY c.id"
+    " WHERE m.user_id = $1 ORDER BY c.id"
 )
-_USER_EXISTS = text("SELECT EXISTS (SELECT 1 FROM users WHERE id = :id)")
+_USER_EXISTS = "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)"
 
 
 class ChatRepository:
@@ -49,18 +46,17 @@ class ChatRepository:
     async def create(self, title: str | None, member_ids: list[int]) -> Chat:
         """Create a chat; `NotFoundError` naming the member ids that are not users."""
         wanted = sorted(set(member_ids))
-        params = {"title": title, "member_ids": wanted, "member_count": len(wanted)}
 
-        async def insert(conn: AsyncConnection) -> Chat | None:
-            row = (await conn.execute(_CREATE, params)).one_or_none()
+        async def insert(conn: Connection) -> Chat | None:
+            row = await conn.fetchrow(_CREATE, title, wanted, len(wanted))
             return Chat(*row) if row is not None else None
 
         chat = await self._db.write(insert)
         if chat is not None:
             return chat
 
-        async def unknown(conn: AsyncConnection) -> list[int]:
-            return list((await conn.execute(_UNKNOWN_USERS, {"member_ids": wanted})).scalar_one())
+        async def unknown(conn: Connection) -> list[int]:
+            return list(await conn.fetchval(_UNKNOWN_USERS, wanted))
 
         missing = await self._db.read(unknown)
         raise NotFoundError(f"unknown member ids: {', '.join(map(str, missing)) or 'none'}")
@@ -68,8 +64,8 @@ class ChatRepository:
     async def get(self, chat_id: int) -> Chat:
         """The chat with `chat_id` and its member ids."""
 
-        async def fetch(conn: AsyncConnection) -> Chat | None:
-            row = (await conn.execute(_BY_ID, {"id": chat_id})).one_or_none()
+        async def fetch(conn: Connection) -> Chat | None:
+            row = await conn.fetchrow(_BY_ID, chat_id)
             return Chat(*row) if row is not None else None
 
         chat = await self._db.read(fetch)
@@ -80,12 +76,11 @@ class ChatRepository:
     async def of_user(self, user_id: int) -> ChatList:
         """Every chat `user_id` is a member of, ascending by id."""
 
-        async def fetch(conn: AsyncConnection) -> list[Chat] | None:
-            chats = [Chat(*row) for row in await conn.execute(_OF_USER, {"user_id": user_id})]
+        async def fetch(conn: Connection) -> list[Chat] | None:
+            chats = [Chat(*row) for row in await conn.fetch(_OF_USER, user_id)]
             if chats:
                 return chats
-            exists = (await conn.execute(_USER_EXISTS, {"id": user_id})).scalar_one()
-            return [] if exists else None
+            return [] if await conn.fetchval(_USER_EXISTS, user_id) else None
 
         chats = await self._db.read(fetch)
         if chats is None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from asyncpg import Connection
 
 from app.db.session import DbSession
 from app.domain.errors import ConflictError, ForbiddenError, NotFoundError
@@ -13,26 +12,21 @@ MAX_ID = 2**63 - 1
 _COLUMNS = "id, chat_id, sender_id, body, client_msg_id, created_at"
 
 # Membership check and insert in one statement; a repeated client_msg_id inserts nothing.
-_SEND = text(
+# $1 chat_id, $2 sender_id, $3 body, $4 client_msg_id.
+_SEND = (
     "INSERT INTO messages (chat_id, sender_id, body, client_msg_id)"
-    " SELECT :chat_id, :sender_id, :body, :client_msg_id"
-    " WHERE EXISTS (SELECT 1 FROM chat_members WHERE chat_id = :chat_id AND user_id = :sender_id)"
+    " SELECT $1, $2, $3, $4"
+    " WHERE EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2)"
     " ON CONFLICT (sender_id, client_msg_id) DO NOTHING"
     f" RETURNING {_COLUMNS}"
 )
-_STORED = text(
-    f"SELECT {_COLUMNS} FROM messages"
-    " WHERE sender_id = :sender_id AND client_msg_id = :client_msg_id"
+_STORED = f"SELECT {_COLUMNS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2"
+_WHY_NOT_SENT = (
+    "SELECT EXISTS (SELECT 1 FROM chats WHERE id = $1),"
+    " EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2)"
 )
-_WHY_NOT_SENT = text(
-    "SELECT EXISTS (SELECT 1 FROM chats WHERE id = :chat_id),"
-    " EXISTS (SELECT 1 FROM chat_members WHERE chat_id = :chat_id AND user_id = :sender_id)"
-)
-_PAGE = text(
-    f"SELECT {_COLUMNS} FROM messages WHERE chat_id = :chat_id AND id < :before"
-    " ORDER BY id DESC LIMIT :limit"
-)
-_CHAT_EXISTS = text("SELECT EXISTS (SELECT 1 FROM chats WHERE id = :chat_id)")
+_PAGE = f"SELECT {_COLUMNS} FROM messages WHERE chat_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+_CHAT_EXISTS = "SELECT EXISTS (SELECT 1 FROM chats WHERE id = $1)"
 
 
 class MessageRepository:
@@ -52,53 +46,29 @@ class MessageRepository:
         of a duplicate, also when the same key is sent concurrently; such a send is
         idempotent and so may be retried after a connection failure.
         """
-        params = {
-            "chat_id": chat_id,
-            "sender_id": sender_id,
-            "body": body,
-            "client_msg_id": client_msg_id,
-        }
 
-        async def insert(conn: AsyncConnection) -> Message | None:
-            row = (await conn.execute(_SEND, params)).one_or_none()
+        async def insert(conn: Connection) -> Message | None:
+            row = await conn.fetchrow(_SEND, chat_id, sender_id, body, client_msg_id)
             return Message(*row) if row is not None else None
 
         message = await self._db.write(insert, idempotent=client_msg_id is not None)
         if message is not None:
             return message, True
-        return await self._db.read(lambda conn: self._explain_unsent(conn, params)), False
 
-    @staticmethod
-    async def _explain_unsent(conn: AsyncConnection, params: dict[str, object]) -> Message:
-        """Nothing was inserted: the stored message of this key, or why not (403/404/409)."""
-        if params["client_msg_id"] is not None:
-            row = (await conn.execute(_STORED, params)).one_or_none()
-            if row is not None:
-                stored = Message(*row)
-                if stored.chat_id != params["chat_id"] or stored.body != params["body"]:
-                    raise ConflictError("client_msg_id was already used for a different message")
-                return stored
-        chat_exists, is_member = (await conn.execute(_WHY_NOT_SENT, params)).one()
-        if not chat_exists:
-            raise NotFoundError(f"chat {params['chat_id']} does not exist")
-        if not is_member:
-            raise ForbiddenError(f"user {params['sender_id']} is not a member of this chat")
-        raise ConflictError("the message was not stored; send it again")
+        async def explain(conn: Connection) -> Message:
+            return await _explain_unsent(conn, chat_id, sender_id, body, client_msg_id)
+
+        return await self._db.read(explain), False
 
     async def page(self, chat_id: int, before: int | None, limit: int) -> MessagePage:
         """Messages of a chat with id below `before`, newest first."""
-        params = {
-            "chat_id": chat_id,
-            "before": MAX_ID if before is None else before,
-            "limit": limit + 1,
-        }
+        below = MAX_ID if before is None else before
 
-        async def fetch(conn: AsyncConnection) -> list[Message] | None:
-            items = [Message(*row) for row in await conn.execute(_PAGE, params)]
+        async def fetch(conn: Connection) -> list[Message] | None:
+            items = [Message(*row) for row in await conn.fetch(_PAGE, chat_id, below, limit + 1)]
             if items:
                 return items
-            exists = (await conn.execute(_CHAT_EXISTS, params)).scalar_one()
-            return [] if exists else None
+            return [] if await conn.fetchval(_CHAT_EXISTS, chat_id) else None
 
         items = await self._db.read(fetch)
         if items is None:
@@ -107,3 +77,22 @@ class MessageRepository:
             items = items[:limit]
             return MessagePage(items=items, next=items[-1].id)
         return MessagePage(items=items, next=None)
+
+
+async def _explain_unsent(
+    conn: Connection, chat_id: int, sender_id: int, body: str, client_msg_id: str | None
+) -> Message:
+    """Nothing was inserted: the stored message of this key, or why not (403/404/409)."""
+    if client_msg_id is not None:
+        row = await conn.fetchrow(_STORED, sender_id, client_msg_id)
+        if row is not None:
+            stored = Message(*row)
+            if stored.chat_id != chat_id or stored.body != body:
+                raise ConflictError("client_msg_id was already used for a different message")
+            return stored
+    chat_exists, is_member = await conn.fetchrow(_WHY_NOT_SENT, chat_id, sender_id)
+    if not chat_exists:
+        raise NotFoundError(f"chat {chat_id} does not exist")
+    if not is_member:
+        raise ForbiddenError(f"user {sender_id} is not a member of this chat")
+    raise ConflictError("the message was not stored; send it again")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from asyncpg import Connection
 
 from app.db.errors import sqlstate_of
 from app.db.session import DbSession
@@ -12,18 +10,11 @@ from app.domain.errors import ConflictError, NotFoundError
 from app.domain.records import User, UserPage, UserStatus
 
 _COLUMNS = "id, username, display_name, status, created_at, updated_at"
-_INSERT = text(
-    f"INSERT INTO users (username, display_name) VALUES (:username, :display_name)"
-    f" RETURNING {_COLUMNS}"
-)
-_BY_ID = text(f"SELECT {_COLUMNS} FROM users WHERE id = :id")
-_PAGE = text(f"SELECT {_COLUMNS} FROM users WHERE id > :after ORDER BY id LIMIT :limit")
-_PAGE_BY_STATUS = text(
-    f"SELECT {_COLUMNS} FROM users WHERE status = :status AND id > :after ORDER BY id LIMIT :limit"
-)
-_SET_STATUS = text(
-    f"UPDATE users SET status = :status, updated_at = now() WHERE id = :id RETURNING {_COLUMNS}"
-)
+_INSERT = f"INSERT INTO users (username, display_name) VALUES ($1, $2) RETURNING {_COLUMNS}"
+_BY_ID = f"SELECT {_COLUMNS} FROM users WHERE id = $1"
+_PAGE = f"SELECT {_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2"
+_PAGE_BY_STATUS = f"SELECT {_COLUMNS} FROM users WHERE status = $3 AND id > $1 ORDER BY id LIMIT $2"
+_SET_STATUS = f"UPDATE users SET status = $2, updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}"
 _UNIQUE_VIOLATION = "23505"
 
 
@@ -38,14 +29,12 @@ class UserRepository:
     async def create(self, username: str, display_name: str | None) -> User:
         """Insert a user; `ConflictError` when the username is taken."""
 
-        async def insert(conn: AsyncConnection) -> User:
-            params = {"username": username, "display_name": display_name or username}
-            row = (await conn.execute(_INSERT, params)).one()
-            return User(*row)
+        async def insert(conn: Connection) -> User:
+            return User(*await conn.fetchrow(_INSERT, username, display_name or username))
 
         try:
             return await self._db.write(insert)
-        except sa_exc.IntegrityError as error:
+        except Exception as error:
             if sqlstate_of(error) == _UNIQUE_VIOLATION:
                 raise ConflictError(f"username {username!r} is taken") from None
             raise
@@ -53,8 +42,8 @@ class UserRepository:
     async def get(self, user_id: int) -> User:
         """The user with `user_id`; `NotFoundError` when there is none."""
 
-        async def fetch(conn: AsyncConnection) -> User | None:
-            row = (await conn.execute(_BY_ID, {"id": user_id})).one_or_none()
+        async def fetch(conn: Connection) -> User | None:
+            row = await conn.fetchrow(_BY_ID, user_id)
             return User(*row) if row is not None else None
 
         user = await self._db.read(fetch)
@@ -64,13 +53,13 @@ class UserRepository:
 
     async def page(self, status: UserStatus | None, after: int, limit: int) -> UserPage:
         """Users with id above `after` (and `status`, when given), ascending."""
-        statement = _PAGE if status is None else _PAGE_BY_STATUS
-        params: dict[str, object] = {"after": after, "limit": limit + 1}
-        if status is not None:
-            params["status"] = status
 
-        async def fetch(conn: AsyncConnection) -> list[User]:
-            return [User(*row) for row in await conn.execute(statement, params)]
+        async def fetch(conn: Connection) -> list[User]:
+            if status is None:
+                rows = await conn.fetch(_PAGE, after, limit + 1)
+            else:
+                rows = await conn.fetch(_PAGE_BY_STATUS, after, limit + 1, status)
+            return [User(*row) for row in rows]
 
         users = await self._db.read(fetch)
         if len(users) > limit:
@@ -81,22 +70,11 @@ class UserRepository:
     async def set_status(self, user_id: int, status: UserStatus) -> User:
         """Change a user's status; `NotFoundError` when there is no such user."""
 
-        async def update(conn: AsyncConnection) -> User | None:
-            row = (await conn.execute(_SET_STATUS, {"id": user_id, "status": status})).one_or_none()
+        async def update(conn: Connection) -> User | None:
+            row = await conn.fetchrow(_SET_STATUS, user_id, status)
             return User(*row) if row is not None else None
 
         user = await self._db.write(update, idempotent=True)
         if user is None:
             raise NotFoundError(f"user {user_id} does not exist")
         return user
-
-    async def exists(self, user_id: int) -> bool:
-        """Whether a user with `user_id` exists."""
-        return await self._db.read(lambda conn: _exists(conn, user_id))
-
-
-_EXISTS = text("SELECT EXISTS (SELECT 1 FROM users WHERE id = :id)")
-
-
-async def _exists(conn: AsyncConnection, user_id: int) -> bool:
-    return bool((await conn.execute(_EXISTS, {"id": user_id})).scalar_one())

@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import structlog
-from sqlalchemy import text
 
 from app.db.database import Database
 from app.db.pool import Pool
@@ -30,7 +29,7 @@ from app.db.replicas import ReplicaState
 Status = Literal["pass", "warn", "fail"]
 
 CHECK_TIMEOUT_S = 0.5  # per check; a probe answers within this (Kubernetes' default is 1 s)
-_SELECT_ONE = text("SELECT 1")
+_SELECT_ONE = "SELECT 1"
 _RANK: dict[Status, int] = {"pass": 0, "warn": 1, "fail": 2}
 _LOG_REPEAT_S = 30.0  # a check that keeps failing is logged again this often
 

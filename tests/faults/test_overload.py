@@ -12,9 +12,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from asyncpg import Connection
 from litestar.testing import TestClient
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.config import Settings
 from app.db.database import Database
@@ -90,8 +89,8 @@ async def test_a_cancelled_request_returns_its_connection(database: TestDatabase
     await db.warm_up()
     try:
 
-        async def sleep(conn: AsyncConnection) -> None:
-            await conn.execute(text("SELECT pg_sleep(3)"))
+        async def sleep(conn: Connection) -> None:
+            await conn.execute("SELECT pg_sleep(3)")
 
         task = asyncio.create_task(DbSession(db).read(sleep))
 
@@ -111,8 +110,8 @@ async def test_a_cancelled_request_returns_its_connection(database: TestDatabase
         await wait_for(stopped, 2.5, "the server to stop the cancelled statement")
         assert time.monotonic() - started < 2.5
 
-        async def one(conn: AsyncConnection) -> int:
-            return int((await conn.execute(text("SELECT 1"))).scalar_one())
+        async def one(conn: Connection) -> int:
+            return int(await conn.fetchval("SELECT 1"))
 
         assert await DbSession(db).read(one) == 1
     finally:

@@ -11,11 +11,10 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 import pytest
+from asyncpg import Connection
 from prometheus_client import REGISTRY
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.config import Settings
 from app.db.database import Database
@@ -27,11 +26,9 @@ from tests.support.server import free_port
 
 pytestmark = pytest.mark.anyio
 
-_INSERT = text("INSERT INTO users (username, display_name) VALUES (:name, :name)")
-_INSERT_ONCE = text(
-    "INSERT INTO users (username, display_name) VALUES (:name, :name) ON CONFLICT DO NOTHING"
-)
-_KILL_SELF = text("SELECT pg_terminate_backend(pg_backend_pid())")
+_INSERT = "INSERT INTO users (username, display_name) VALUES ($1, $1)"
+_INSERT_ONCE = "INSERT INTO users (username, display_name) VALUES ($1, $1) ON CONFLICT DO NOTHING"
+_KILL_SELF = "SELECT pg_terminate_backend(pg_backend_pid())"
 _COUNT = "SELECT count(*) FROM users WHERE username = $1"
 
 
@@ -56,10 +53,10 @@ def _retries(pool: str) -> float:
 async def test_a_write_that_may_have_committed_is_not_retried(database: TestDatabase) -> None:
     name, attempts = _name(), 0
 
-    async def insert_then_lose_the_connection(conn: AsyncConnection) -> None:
+    async def insert_then_lose_the_connection(conn: Connection) -> None:
         nonlocal attempts
         attempts += 1
-        await conn.execute(_INSERT, {"name": name})  # autocommit: committed here
+        await conn.execute(_INSERT, name)  # autocommit: committed here
         await conn.execute(_KILL_SELF)
 
     async with open_database(database, DATABASE_REPLICA_URLS="") as db:
@@ -72,10 +69,10 @@ async def test_a_write_that_may_have_committed_is_not_retried(database: TestData
 async def test_an_idempotent_write_is_retried_and_stored_once(database: TestDatabase) -> None:
     name, attempts = _name(), 0
 
-    async def insert_once(conn: AsyncConnection) -> str:
+    async def insert_once(conn: Connection) -> str:
         nonlocal attempts
         attempts += 1
-        await conn.execute(_INSERT_ONCE, {"name": name})
+        await conn.execute(_INSERT_ONCE, name)
         if attempts == 1:
             await conn.execute(_KILL_SELF)
         return name
@@ -91,16 +88,15 @@ async def test_a_write_on_a_connection_already_closed_is_retried(database: TestD
     so even a non-idempotent write is safe to retry on a fresh connection."""
     name, attempts = _name(), 0
 
-    async def insert(conn: AsyncConnection) -> None:
+    async def insert(conn: Connection) -> None:
         nonlocal attempts
         attempts += 1
-        await conn.execute(_INSERT, {"name": name})
+        await conn.execute(_INSERT, name)
 
     env = {"DATABASE_REPLICA_URLS": "", "DB_POOL_MIN": "1", "DB_POOL_MAX": "1"}
     async with open_database(database, **env) as db:
         async with db.writer.acquire() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None
+            driver = conn
         pid = driver.get_server_pid()
         await query(database.primary_url, "SELECT pg_terminate_backend($1)", pid)
 
@@ -118,15 +114,15 @@ async def test_query_errors_and_statement_timeouts_are_not_retried(
 ) -> None:
     attempts = 0
 
-    async def slow(conn: AsyncConnection) -> None:
+    async def slow(conn: Connection) -> None:
         nonlocal attempts
         attempts += 1
-        await conn.execute(text("SELECT pg_sleep(2)"))
+        await conn.execute("SELECT pg_sleep(2)")
 
-    async def broken(conn: AsyncConnection) -> None:
+    async def broken(conn: Connection) -> None:
         nonlocal attempts
         attempts += 1
-        await conn.execute(text("SELEC 1"))
+        await conn.execute("SELEC 1")
 
     env = {"DATABASE_REPLICA_URLS": "", "DB_STATEMENT_TIMEOUT_MS": "100"}
     async with open_database(database, **env) as db:
@@ -135,7 +131,7 @@ async def test_query_errors_and_statement_timeouts_are_not_retried(
             await DbSession(db).read(slow)
         assert time.monotonic() - started < 0.6  # no 100+200+400 ms of retries
         assert attempts == 1
-        with pytest.raises(sa_exc.ProgrammingError):
+        with pytest.raises(asyncpg.PostgresSyntaxError):
             await DbSession(db).read(broken)
         assert attempts == 2
         # The connection that timed out is reusable.
@@ -143,8 +139,8 @@ async def test_query_errors_and_statement_timeouts_are_not_retried(
         assert db.writer.checked_out == 0
 
 
-async def _select_one(conn: AsyncConnection) -> int:
-    return int((await conn.execute(text("SELECT 1"))).scalar_one())
+async def _select_one(conn: Connection) -> int:
+    return int(await conn.fetchval("SELECT 1"))
 
 
 async def test_an_unreachable_writer_is_retried_three_times_with_backoff(

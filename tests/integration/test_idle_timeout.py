@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-from sqlalchemy import text
 from sqlalchemy.pool import QueuePool
 
 from app.config import Settings
@@ -13,14 +12,13 @@ from app.db.database import Database
 from app.db.idle import IdleReaper
 from tests.support.cluster import TestDatabase
 
-_ALIVE = text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(CAST(:pids AS int[]))")
+_ALIVE = "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])"
 
 
 async def _alive(database: Database, pids: list[int]) -> int:
     async with database.writer.acquire() as conn:
         # This probe borrows a connection itself; count only the burst's backends.
-        result = await conn.execute(_ALIVE, {"pids": pids})
-        return int(result.scalar_one())
+        return int(await conn.fetchval(_ALIVE, pids))
 
 
 async def _scenario(settings: Settings) -> tuple[int, int, int]:
@@ -34,7 +32,7 @@ async def _scenario(settings: Settings) -> tuple[int, int, int]:
 
     async def hold() -> None:
         async with database.writer.acquire() as conn:
-            pids.append(int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()))
+            pids.append(int(await conn.fetchval("SELECT pg_backend_pid()")))
             await all_holding.wait()
             await release.wait()
 

@@ -14,7 +14,6 @@ from litestar import get
 from litestar.datastructures import State
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
 from structlog.testing import capture_logs
 
 from app.config import Settings
@@ -132,7 +131,7 @@ def test_waiting_requests_are_counted_while_they_queue(database: TestDatabase) -
     async def slow(state: State) -> dict[str, bool]:
         db: Database = state.database
         async with db.writer.acquire() as conn:
-            await conn.execute(text("SELECT pg_sleep(0.2)"))
+            await conn.execute("SELECT pg_sleep(0.2)")
         return {"ok": True}
 
     app.register(slow)
@@ -207,7 +206,7 @@ def test_a_checkout_timeout_is_counted_logged_and_answered_503(database: TestDat
     async def hold(state: State) -> dict[str, bool]:
         db: Database = state.database
         async with db.writer.acquire() as conn:
-            await conn.execute(text("SELECT pg_sleep(1)"))
+            await conn.execute("SELECT pg_sleep(1)")
         return {"ok": True}
 
     app.register(hold)
