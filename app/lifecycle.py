@@ -51,7 +51,7 @@ class Lifecycle:
         self.phase = Phase.STARTING
         self.started_at = time.monotonic()
         self.draining_since: float | None = None
-        self.in_flight = 0  # HTTP requests being served (`InFlightMiddleware`)
+        self.in_flight = 0  # HTTP requests being served (`HttpMetricsMiddleware`)
 
     @property
     def uptime_s(self) -> float:

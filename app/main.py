@@ -17,8 +17,8 @@ from app.config import Settings
 from app.lifecycle import Lifecycle, make_lifespan
 from app.logging import configure_logging
 from app.ops.health import HealthController
-from app.ops.inflight import InFlightMiddleware
-from app.ops.prometheus import HTTP_METRICS, MetricsController
+from app.ops.http_metrics import HttpMetricsMiddleware
+from app.ops.prometheus import MetricsController
 
 REQUEST_MAX_BODY_BYTES = 64 * 1024
 
@@ -29,10 +29,7 @@ def create_app(settings: Settings) -> Litestar:
     lifecycle = Lifecycle()
     return Litestar(
         route_handlers=[UserController, ChatController, HealthController, MetricsController],
-        middleware=[
-            DefineMiddleware(InFlightMiddleware, lifecycle=lifecycle),
-            HTTP_METRICS.middleware,
-        ],
+        middleware=[DefineMiddleware(HttpMetricsMiddleware, lifecycle=lifecycle)],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_consistency_token],

@@ -1,13 +1,19 @@
-"""Litestar dependency providers: the request's `DbSession` and the repositories over it."""
+"""Litestar dependency providers: the repositories, over the request's `DbSession`.
+
+Each repository provider takes only the request (a reserved, free argument) and builds the
+request's `DbSession` on first use, keeping it in the request scope so that every repository
+of one request shares it (and so that `add_consistency_token` finds it). One provider level
+instead of two saved a DI resolution per request on the benchmarks.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Request
-from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
+from litestar.di import Provide
 from litestar.exceptions import ClientException
 
-from app.db.database import Database
 from app.db.lsn import InvalidLsnError, parse_lsn
 from app.db.session import DbSession
 from app.domain.chats import ChatRepository
@@ -18,9 +24,12 @@ CONSISTENCY_HEADER = "x-consistency-token"
 SESSION_STATE_KEY = "db_session"
 
 
-def provide_db_session(request: Request[object, object, State], state: State) -> DbSession:
-    """A `DbSession` honouring the request's `X-Consistency-Token`, if it sent one."""
-    database: Database = state.database
+def db_session(request: Request[Any, Any, Any]) -> DbSession:
+    """The request's `DbSession`, honouring its `X-Consistency-Token` if it sent one."""
+    state = request.scope["state"]
+    session: DbSession | None = state.get(SESSION_STATE_KEY)
+    if session is not None:
+        return session
     token = request.headers.get(CONSISTENCY_HEADER)
     min_lsn = None
     if token is not None:
@@ -30,25 +39,24 @@ def provide_db_session(request: Request[object, object, State], state: State) ->
             raise ClientException(
                 detail="X-Consistency-Token must be a token returned by an earlier write"
             ) from None
-    session = DbSession(database, min_lsn)
-    request.scope["state"][SESSION_STATE_KEY] = session
+    session = DbSession(request.app.state.database, min_lsn)
+    state[SESSION_STATE_KEY] = session
     return session
 
 
-def provide_users(db_session: NamedDependency[DbSession]) -> UserRepository:
-    return UserRepository(db_session)
+def provide_users(request: Request[Any, Any, Any]) -> UserRepository:
+    return UserRepository(db_session(request))
 
 
-def provide_chats(db_session: NamedDependency[DbSession]) -> ChatRepository:
-    return ChatRepository(db_session)
+def provide_chats(request: Request[Any, Any, Any]) -> ChatRepository:
+    return ChatRepository(db_session(request))
 
 
-def provide_messages(db_session: NamedDependency[DbSession]) -> MessageRepository:
-    return MessageRepository(db_session)
+def provide_messages(request: Request[Any, Any, Any]) -> MessageRepository:
+    return MessageRepository(db_session(request))
 
 
 DEPENDENCIES = {
-    "db_session": Provide(provide_db_session, sync_to_thread=False),
     "users": Provide(provide_users, sync_to_thread=False),
     "chats": Provide(provide_chats, sync_to_thread=False),
     "messages": Provide(provide_messages, sync_to_thread=False),

@@ -1,8 +1,10 @@
 """A named connection pool: an engine plus the statistics SQLAlchemy does not keep.
 
 SQLAlchemy counts checked-in and checked-out connections but not the requests queued for
-one, nor wait and use times; `Pool.acquire` measures those around `engine.connect()`, keeps
-the Prometheus gauges of the pool current, and logs checkout failures and timeouts.
+one, nor wait and use times; `Pool.acquire` measures those around the checkout and logs
+checkout failures and timeouts. The pool's gauges (connections by state, pending requests)
+are written by `publish_metrics`, at every scrape and once a second (`app.ops.gauges`), not
+on every checkout: that is the hot path.
 """
 
 from __future__ import annotations
@@ -122,7 +124,6 @@ class Pool:
         """
         started = time.perf_counter()
         self.waiting += 1
-        self._pending_metric.inc()
         try:
             fairy = await greenlet_spawn(self._queue_pool.connect)
         except sa_exc.TimeoutError:
@@ -135,12 +136,10 @@ class Pool:
             raise
         finally:
             self.waiting -= 1
-            self._pending_metric.dec()
         acquired = time.perf_counter()
         waited = acquired - started
         self._recent_waits.append(waited)
         self._wait_metric.observe(waited)
-        self._publish_counts()
         connection = fairy.driver_connection
         try:
             yield connection
@@ -153,7 +152,6 @@ class Pool:
             # Shielded: a request cancelled mid-query must still hand its connection back.
             await asyncio.shield(greenlet_spawn(fairy.close))
             self._use_metric.observe(time.perf_counter() - acquired)
-            self._publish_counts()
 
     async def open_minimum(self) -> None:
         """Open `min_size` connections at once (warm-up) and put them back idle."""
@@ -196,6 +194,7 @@ class Pool:
         pool = self._queue_pool
         self._idle_metric.set(pool.checkedin())
         self._used_metric.set(pool.checkedout())
+        self._pending_metric.set(self.waiting)
 
     async def dispose(self) -> None:
         """Close every connection of the pool."""

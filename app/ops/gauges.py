@@ -1,8 +1,8 @@
 """Keeps the pool and replica gauges current.
 
-Pools update their own gauges on every borrow and return; this adds the replica gauges and a
-periodic refresh, so each worker's numbers stay current even when it is idle (in multiprocess
-mode a scrape is answered by one worker from what every worker last wrote).
+Pool and replica gauges are written here, at every scrape and once a second, so each
+worker's numbers stay current (in multiprocess mode a scrape is answered by one worker from
+what every worker last wrote, at most a second old).
 """
 
 from __future__ import annotations

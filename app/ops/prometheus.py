@@ -19,7 +19,6 @@ from pathlib import Path
 
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
-from litestar.plugins.prometheus import PrometheusConfig
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from prometheus_client.exposition import choose_encoder
 
@@ -27,15 +26,6 @@ from app.db.database import Database
 from app.ops.gauges import publish
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-# HTTP server metrics by route template (`/users/{user_id}`), OpenTelemetry-style names:
-# http_server_request_duration_seconds, http_server_requests_total, ...
-HTTP_METRICS = PrometheusConfig(
-    app_name="messenger",
-    prefix="http_server",
-    group_path=True,
-    buckets=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
-)
 
 
 def multiprocess_enabled() -> bool:
