@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db.engine import create_pool_engine
+from app.db.idle import IdleReaper
 from app.db.monitor import ReplicaMonitor
 from app.db.pool import Pool
 from app.db.replicas import ReplicaSet
@@ -66,6 +67,10 @@ class Database:
             max_lag_s=settings.replica_max_lag_s,
             probe_timeout_s=PROBE_TIMEOUT_S,
         )
+        self.idle_reaper = IdleReaper(
+            [(pool.name, pool.queue_pool, pool.settings.min_size) for pool in self.pools],
+            idle_timeout_s=settings.idle_timeout_ms / 1000,
+        )
 
     def _probe_engine(self, name: str, url: str) -> AsyncEngine:
         """A one-connection engine for the replica monitor, apart from the serving pools: a
@@ -117,6 +122,7 @@ class Database:
         await self.monitor.probe_all()
         await self._warn_if_oversubscribed()
         self.monitor.start()
+        self.idle_reaper.start()
 
     async def _warm(self, pool: Pool) -> None:
         await pool.open_minimum()
@@ -148,6 +154,7 @@ class Database:
 
     async def dispose(self, timeout_s: float) -> None:
         """Stop the monitor and close every pool concurrently, within `timeout_s`."""
+        await self.idle_reaper.stop()
         await self.monitor.stop()
         log.info("replica monitor stopped")
         try:

@@ -83,8 +83,8 @@ REPLICA_HEALTHY = Gauge(
 )
 REPLICA_LAG = Gauge(
     "db_replica_lag_seconds",
-    "Replication lag: 0 when the replica replayed all it received, else the age of its last"
-    " replayed transaction.",
+    "Replica staleness: 0 when it has replayed the primary's current position, else how long"
+    " the primary has been ahead (its own view while the primary is unreachable).",
     ["pool_name"],
     multiprocess_mode="livemax",
 )

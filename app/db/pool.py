@@ -102,6 +102,11 @@ class Pool:
         self.publish_metrics()
 
     @property
+    def queue_pool(self) -> QueuePool:
+        """The SQLAlchemy pool behind this one."""
+        return self._queue_pool
+
+    @property
     def _queue_pool(self) -> QueuePool:
         pool = self.engine.sync_engine.pool
         assert isinstance(pool, QueuePool)

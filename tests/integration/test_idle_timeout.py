@@ -69,3 +69,42 @@ def test_idle_surplus_is_closed_down_to_the_minimum(database: TestDatabase) -> N
     # Server side: of the burst's five backends, only the kept ones remain (the probe reuses
     # one of them, so at most two).
     assert alive <= 2
+
+
+async def _service_scenario(settings: Settings) -> tuple[int, int]:
+    """Through `Database.warm_up`, as the service starts it: the reaper runs by itself."""
+    database = Database(settings)
+    await database.warm_up()
+    try:
+        release = asyncio.Event()
+        all_holding = asyncio.Barrier(5)
+
+        async def hold() -> None:
+            async with database.writer.acquire():
+                await all_holding.wait()
+                await release.wait()
+
+        holders = [asyncio.create_task(hold()) for _ in range(4)]
+        await asyncio.wait_for(all_holding.wait(), 10)
+        release.set()
+        await asyncio.gather(*holders)
+        peak = database.writer.snapshot().total
+        deadline = time.monotonic() + 10
+        while database.writer.snapshot().total > 1 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        return peak, database.writer.snapshot().total
+    finally:
+        await database.dispose(5)
+
+
+def test_the_service_trims_idle_connections_after_db_idle_timeout_ms(
+    database: TestDatabase,
+) -> None:
+    settings = Settings.from_env(
+        database.env(
+            DATABASE_REPLICA_URLS="", DB_POOL_MIN="1", DB_POOL_MAX="4", DB_IDLE_TIMEOUT_MS="200"
+        )
+    )
+    peak, trimmed = asyncio.run(_service_scenario(settings))
+    assert peak == 4
+    assert trimmed == 1
