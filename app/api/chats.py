@@ -6,6 +6,7 @@ from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
+from app.api.problems import problem_responses
 from app.api.schemas import CreateChat, Cursor, Limit, PathId, SendMessage
 from app.domain.chats import ChatRepository
 from app.domain.messages import MessageRepository
@@ -18,19 +19,27 @@ class ChatController(Controller):
     path = "/chats"
     tags = ["chats"]
 
-    @post("/", status_code=201, summary="Create a chat with its members")
+    @post(
+        "/",
+        status_code=201,
+        summary="Create a chat with its members",
+        responses=problem_responses(404, 413),
+    )
     async def create(
         self, data: JSONBody[CreateChat], chats: NamedDependency[ChatRepository]
     ) -> Chat:
         return await chats.create(data.title, data.member_ids)
 
-    @get("/{chat_id:int}", summary="Get a chat and its member ids")
+    @get(
+        "/{chat_id:int}", summary="Get a chat and its member ids", responses=problem_responses(404)
+    )
     async def get_chat(self, chat_id: PathId, chats: NamedDependency[ChatRepository]) -> Chat:
         return await chats.get(chat_id)
 
     @post(
         "/{chat_id:int}/messages",
         summary="Send a message",
+        responses=problem_responses(403, 404, 409, 413),
         description="201 with the new message; 200 with the stored one when `client_msg_id` "
         "repeats an earlier send of this sender.",
     )
@@ -45,7 +54,11 @@ class ChatController(Controller):
         )
         return Response(message, status_code=201 if created else 200)
 
-    @get("/{chat_id:int}/messages", summary="Page through a chat's messages, newest first")
+    @get(
+        "/{chat_id:int}/messages",
+        summary="Page through a chat's messages, newest first",
+        responses=problem_responses(404),
+    )
     async def list_messages(
         self,
         chat_id: PathId,

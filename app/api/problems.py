@@ -15,6 +15,7 @@ import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
 from app.db.errors import DatabaseUnavailableError, sqlstate_of
@@ -98,6 +99,30 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Pro
     return problem_response(request, 500, "an unexpected error occurred; it has been logged")
 
 
+_DESCRIPTIONS = {
+    400: "Invalid input (the `errors` member names the fields)",
+    403: "The sender is not a member of the chat",
+    404: "No such record",
+    409: "Conflicts with stored data",
+    413: "The request body is too large",
+    503: "The database is unavailable or overloaded; retry after `Retry-After` seconds",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problem+json answers a route may give (400 and 503 always)."""
+    wanted = sorted({400, 503, *statuses})
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            description=_DESCRIPTIONS[status],
+            media_type=PROBLEM_JSON,
+            generate_examples=False,
+        )
+        for status in wanted
+    }
+
+
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     DomainError: _domain_error,
     DatabaseUnavailableError: _unavailable,
@@ -105,4 +130,4 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     Exception: _unexpected,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "Problem", "problem_response"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "Problem", "problem_response", "problem_responses"]

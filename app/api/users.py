@@ -6,6 +6,7 @@ from litestar import Controller, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
+from app.api.problems import problem_responses
 from app.api.schemas import CreateUser, Cursor, Limit, PathId, SetStatus, StatusFilter
 from app.domain.chats import ChatRepository
 from app.domain.records import ChatList, User, UserPage
@@ -18,17 +19,21 @@ class UserController(Controller):
     path = "/users"
     tags = ["users"]
 
-    @post("/", status_code=201, summary="Create a user")
+    @post("/", status_code=201, summary="Create a user", responses=problem_responses(409, 413))
     async def create(
         self, data: JSONBody[CreateUser], users: NamedDependency[UserRepository]
     ) -> User:
         return await users.create(data.username, data.display_name)
 
-    @get("/{user_id:int}", summary="Get a user")
+    @get("/{user_id:int}", summary="Get a user", responses=problem_responses(404))
     async def get_user(self, user_id: PathId, users: NamedDependency[UserRepository]) -> User:
         return await users.get(user_id)
 
-    @get("/", summary="List users by ascending id, optionally by status")
+    @get(
+        "/",
+        summary="List users by ascending id, optionally by status",
+        responses=problem_responses(),
+    )
     async def list_users(
         self,
         users: NamedDependency[UserRepository],
@@ -38,13 +43,21 @@ class UserController(Controller):
     ) -> UserPage:
         return await users.page(status, after or 0, limit)
 
-    @put("/{user_id:int}/status", summary="Set a user's status")
+    @put(
+        "/{user_id:int}/status",
+        summary="Set a user's status",
+        responses=problem_responses(404, 413),
+    )
     async def set_status(
         self, user_id: PathId, data: JSONBody[SetStatus], users: NamedDependency[UserRepository]
     ) -> User:
         return await users.set_status(user_id, data.status)
 
-    @get("/{user_id:int}/chats", summary="List the chats a user is a member of")
+    @get(
+        "/{user_id:int}/chats",
+        summary="List the chats a user is a member of",
+        responses=problem_responses(404),
+    )
     async def chats_of_user(
         self, user_id: PathId, chats: NamedDependency[ChatRepository]
     ) -> ChatList:

@@ -8,8 +8,10 @@ from typing import Any
 import msgspec
 from litestar import Controller, Response, get
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery
 
+from app.api.problems import problem_responses
 from app.lifecycle import Lifecycle, Phase
 from app.ops.readiness import Readiness
 from app.ops.snapshot import metrics_snapshot
@@ -36,7 +38,19 @@ class HealthController(Controller):
         lifecycle: Lifecycle = state.lifecycle
         return Liveness(status="pass", uptime=lifecycle.uptime_s)
 
-    @get("/ready", summary="Readiness: writer, replicas and Redis, checked concurrently")
+    @get(
+        "/ready",
+        summary="Readiness: writer, replicas and Redis, checked concurrently",
+        media_type=HEALTH_JSON,
+        responses={
+            **problem_responses(),
+            503: ResponseSpec(
+                data_container=None,
+                description="Not ready: starting, draining, or the writer or Redis failed",
+                media_type=HEALTH_JSON,
+            ),
+        },
+    )
     async def ready(
         self, state: State, verbose: FromQuery[bool] = False
     ) -> Response[dict[str, Any]]:

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
-from litestar import Controller, Request, Response, get
+from litestar import Controller, MediaType, Request, Response, get
 from litestar.datastructures import State
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from prometheus_client.exposition import choose_encoder
@@ -82,7 +82,12 @@ class MetricsController(Controller):
     path = "/metrics"
     tags = ["operations"]
 
-    @get("/", summary="Prometheus metrics (text exposition)", cache=False)
+    @get(
+        "/",
+        summary="Prometheus metrics (text exposition; OpenMetrics when accepted)",
+        cache=False,
+        media_type=MediaType.TEXT,
+    )
     async def scrape(
         self, request: Request[object, object, State], state: State
     ) -> Response[bytes]:

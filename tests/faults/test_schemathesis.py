@@ -20,7 +20,10 @@ from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.slow
 
-CHECKS = "not_a_server_error,response_schema_conformance,response_headers_conformance"
+CHECKS = (
+    "not_a_server_error,response_schema_conformance,response_headers_conformance,"
+    "status_code_conformance,content_type_conformance"
+)
 MAX_EXAMPLES = "40"
 
 
