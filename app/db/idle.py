@@ -15,7 +15,6 @@ structure is not what it expects.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
@@ -24,6 +23,7 @@ from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from app.db.engine import CHECKED_IN_AT
+from app.periodic import Periodic
 
 log = structlog.get_logger("app.db.pool")
 
@@ -67,34 +67,22 @@ class IdleReaper:
     def __init__(self, pools: list[tuple[str, QueuePool, int]], idle_timeout_s: float) -> None:
         self._pools = pools
         self._idle_timeout_s = idle_timeout_s
-        self._task: asyncio.Task[None] | None = None
+        interval = min(max(idle_timeout_s / 2, 0.05), 5.0)
+        self._periodic = Periodic("idle-reaper", interval, self._reap_all)
 
     def start(self) -> None:
         """Start trimming (no-op when the idle timeout is 0 or the pool layout is unknown)."""
-        if self._idle_timeout_s <= 0 or self._task is not None:
+        if self._idle_timeout_s <= 0 or self._periodic.running:
             return
         if any(_idle_stack(pool) is None for _, pool, _ in self._pools):
             log.warning("idle timeout disabled: unexpected SQLAlchemy pool layout")
             return
-        self._task = asyncio.create_task(self._run(), name="idle-reaper")
+        self._periodic.start()
 
     async def stop(self) -> None:
         """Stop trimming."""
-        if self._task is None:
-            return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        await self._periodic.stop()
 
-    async def _run(self) -> None:
-        interval = min(max(self._idle_timeout_s / 2, 0.05), 5.0)
-        while True:
-            await asyncio.sleep(interval)
-            for name, pool, min_size in self._pools:
-                try:
-                    await reap_idle(
-                        pool, min_size=min_size, idle_timeout_s=self._idle_timeout_s, name=name
-                    )
-                except Exception:
-                    log.exception("idle reaper failed", pool=name)
+    async def _reap_all(self) -> None:
+        for name, pool, min_size in self._pools:
+            await reap_idle(pool, min_size=min_size, idle_timeout_s=self._idle_timeout_s, name=name)

@@ -7,15 +7,9 @@ what every worker last wrote, at most a second old).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
-import structlog
-
 from app.db import metrics
 from app.db.database import Database
-
-log = structlog.get_logger("app.ops.gauges")
+from app.periodic import Periodic
 
 
 def publish(database: Database) -> None:
@@ -33,27 +27,16 @@ class GaugePublisher:
 
     def __init__(self, database: Database, interval_s: float) -> None:
         self._database = database
-        self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("gauge-publisher", interval_s, self._publish)
 
     def start(self) -> None:
-        if self._task is None:
+        if not self._periodic.running:
             publish(self._database)
-            self._task = asyncio.create_task(self._run(), name="gauge-publisher")
+            self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is None:
-            return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        await self._periodic.stop()
         publish(self._database)  # the disposed pools' zero counts
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                publish(self._database)
-            except Exception:  # a broken gauge must not end the refresh for good
-                log.exception("publishing gauges failed")
+    async def _publish(self) -> None:
+        publish(self._database)

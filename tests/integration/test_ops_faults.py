@@ -7,9 +7,7 @@ streaming) before it returns, whatever happens.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -18,14 +16,13 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-import redis
 from litestar.testing import TestClient
 
 from app.db.embedded import EmbeddedCluster, Node
 from tests.conftest import make_client
 from tests.support.api import create_user
 from tests.support.cluster import TestDatabase, wait_until
-from tests.support.server import free_port
+from tests.support.redis_server import redis_server
 
 pytestmark = pytest.mark.slow
 
@@ -141,35 +138,6 @@ def test_readiness_answers_within_a_second_when_a_server_hangs(
             30,
             f"readiness passes again after the {server} resumes",
         )
-
-
-@contextmanager
-def redis_server(password: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--daemonize", "no", "--requirepass", password],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://:{password}@127.0.0.1:{port}/0"
-    try:
-        wait_until(lambda: _pings(url), 10, "redis-server answers")
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-
-
-def _pings(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
 
 
 def test_redis_configured_but_stopped_fails_readiness(database: TestDatabase) -> None:

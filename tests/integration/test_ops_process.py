@@ -4,19 +4,15 @@ secrets, one clear line when the primary is down at start, metrics over several 
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.cluster import TestDatabase, wait_until
+from tests.support.redis_server import redis_server
 from tests.support.server import ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
@@ -29,35 +25,6 @@ def with_password(url: str) -> str:
     return url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
 
 
-@contextmanager
-def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--daemonize", "no", "--requirepass", PASSWORD],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://:{PASSWORD}@127.0.0.1:{port}/0"
-
-    def pings() -> bool:
-        try:
-            return bool(redis.Redis.from_url(url, socket_timeout=0.5).ping())
-        except redis.RedisError:
-            return False
-
-    try:
-        wait_until(pings, 10, "redis-server answers")
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-
-
 def test_a_password_in_every_url_reaches_no_response_log_or_metric(
     database: TestDatabase,
 ) -> None:
@@ -68,7 +35,7 @@ def test_a_password_in_every_url_reaches_no_response_log_or_metric(
         seen.extend(f"{name}: {value}" for name, value in response.headers.items())
         return response
 
-    with redis_server() as (redis_url, redis_process):
+    with redis_server(PASSWORD) as (redis_url, redis_process):
         env = {
             "APP_ENV": "production",
             "DB_SSLMODE": "disable",
