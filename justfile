@@ -47,3 +47,14 @@ db-up: sync
 # Stop the embedded cluster
 db-down: sync
     uv run --locked python -m app db down
+
+# Benchmark against a bare Litestar + asyncpg baseline: MODE full (~7 min), quick (~2.5 min) or profile (py-spy, ~2 min); writes tests/bench/results/
+bench MODE="full": sync bench-wrk
+    uv run --locked python -m tests.bench {{MODE}}
+
+# Install wrk from Debian's packages when it is missing (for `just bench`)
+[private]
+bench-wrk:
+    command -v wrk >/dev/null || { \
+        if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk; \
+        else sudo apt-get update -qq && sudo apt-get install -y -qq wrk; fi; }

@@ -1,0 +1,131 @@
+-- Shared by the wrk scripts: the seeded data set's shape, and a `done` that writes the result.
+-- Membership follows tests/bench/seed.py: member k (1..MEMBERS) of chat c is user
+-- ((c - 1) * MEMBERS + k - 1) % USERS + 1.
+local M = {}
+
+M.users = tonumber(os.getenv("BENCH_USERS") or "1000")
+M.chats = tonumber(os.getenv("BENCH_CHATS") or "100")
+M.members = tonumber(os.getenv("BENCH_MEMBERS") or "10")
+M.max_message_id = tonumber(os.getenv("BENCH_MESSAGES") or "100000")
+M.nonce = os.getenv("BENCH_NONCE") or tostring(os.time())
+M.prefix = os.getenv("BENCH_PREFIX") or ""
+M.token = os.getenv("BENCH_TOKEN")
+M.think_ms = tonumber(os.getenv("BENCH_THINK_MS") or "1000")
+
+local threads = {}
+
+function M.setup(thread)
+  threads[#threads + 1] = thread
+  thread:set("thread_no", #threads)
+end
+
+-- Counts answers other than 2xx by status, and keeps the first such body (per thread).
+codes = {}
+function M.response(status, headers, body)
+  if status >= 300 then
+    codes[status] = (codes[status] or 0) + 1
+    if not error_sample then error_sample = body end
+  end
+end
+
+local function json_string(text)
+  text = string.sub(text or "", 1, 300)
+  return '"' .. text:gsub('[%c"\\]', function(ch)
+    if ch == '"' or ch == "\\" then return "\\" .. ch end
+    return " "
+  end) .. '"'
+end
+
+function M.init()
+  local seed = tonumber(os.getenv("BENCH_SEED") or tostring(os.time()))
+  math.randomseed(seed + 7919 * (thread_no or 0))
+  M.counter = 0
+  M.json_headers = { ["Content-Type"] = "application/json" }
+  M.read_headers = {}
+  if M.token and M.token ~= "" then
+    M.read_headers["X-Consistency-Token"] = M.token
+  end
+end
+
+function M.member(chat)
+  local k = math.random(1, M.members)
+  return ((chat - 1) * M.members + k - 1) % M.users + 1
+end
+
+function M.send_request()
+  M.counter = M.counter + 1
+  local chat = math.random(1, M.chats)
+  local sender = M.member(chat)
+  local body = string.format(
+    '{"sender_id":%d,"body":"bench message %d of thread %d","client_msg_id":"%s-%d-%d"}',
+    sender, M.counter, thread_no or 0, M.nonce, thread_no or 0, M.counter
+  )
+  return wrk.format("POST", M.prefix .. "/chats/" .. chat .. "/messages", M.json_headers, body)
+end
+
+-- Half the pages are the newest, half start at a random older message.
+function M.page_request(limit)
+  local chat = math.random(1, M.chats)
+  local path = M.prefix .. "/chats/" .. chat .. "/messages?limit=" .. limit
+  if math.random() < 0.5 then
+    path = path .. "&before=" .. math.random(1, M.max_message_id)
+  end
+  return wrk.format("GET", path, M.read_headers)
+end
+
+-- Exponential think time with the given mean (a Poisson arrival per user), capped at 5x.
+function M.think()
+  local u = math.random()
+  if u < 1e-9 then u = 1e-9 end
+  return math.min(math.floor(-M.think_ms * math.log(u)), 5 * M.think_ms)
+end
+
+-- Quantiles at which the latency distribution is written: dense enough to merge runs.
+local function quantiles()
+  local qs = {}
+  for i = 1, 198 do qs[#qs + 1] = i * 0.5 end
+  for i = 1, 9 do qs[#qs + 1] = 99 + i * 0.1 end
+  for i = 1, 9 do qs[#qs + 1] = 99.9 + i * 0.01 end
+  return qs
+end
+
+-- Summary, mean, max and the latency quantiles (percent: microseconds) as JSON in BENCH_OUT.
+function M.done(summary, latency, requests)
+  local parts = {}
+  for _, q in ipairs(quantiles()) do
+    parts[#parts + 1] = string.format('"%.2f":%d', q, latency:percentile(q))
+  end
+  parts[#parts + 1] = string.format('"100.00":%d', latency.max)
+  local statuses, sample = {}, nil
+  for _, thread in ipairs(threads) do
+    for status, n in pairs(thread:get("codes") or {}) do
+      statuses[status] = (statuses[status] or 0) + n
+    end
+    sample = sample or thread:get("error_sample")
+  end
+  local status_parts = {}
+  for status, n in pairs(statuses) do
+    status_parts[#status_parts + 1] = string.format('"%d":%d', status, n)
+  end
+  local e = summary.errors
+  local text = string.format(
+    '{"requests":%d,"duration_us":%d,"bytes":%d,'
+      .. '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},'
+      .. '"statuses":{%s},"error_sample":%s,'
+      .. '"latency_mean_us":%.1f,"latency_min_us":%d,"quantiles_us":{%s}}\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    table.concat(status_parts, ","), json_string(sample),
+    latency.mean, latency.min, table.concat(parts, ",")
+  )
+  local path = os.getenv("BENCH_OUT")
+  if path then
+    local f = assert(io.open(path, "w"))
+    f:write(text)
+    f:close()
+  else
+    io.write(text)
+  end
+end
+
+return M

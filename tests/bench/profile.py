@@ -1,0 +1,308 @@
+"""`just bench profile`: where a worker's CPU goes under saturating sends and pages.
+
+py-spy (a dev dependency) samples the granian worker of the service, and of the baseline for
+comparison, while wrk saturates it. Only the main thread is counted: it runs all the Python
+(granian's I/O threads are Rust and nearly idle). Each sample is charged to a layer, the
+innermost non-stdlib frame (stdlib frames such as contextlib or asyncio are charged to
+their caller), and the worker's measured CPU time per request turns shares into
+microseconds. Raw stacks (collapsed format, for speedscope or flamegraph.pl) are kept
+under `results/profile/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tests.bench import report
+from tests.bench.load import LUA_DIR, ensure_wrk
+from tests.bench.servers import Server, taskset
+
+if TYPE_CHECKING:
+    from tests.bench.runner import Bench
+
+NATIVE = "event loop and I/O: uvloop, granian (native code under the loop)"
+# (layer, pattern on the frame's file): the innermost non-stdlib frame decides.
+LAYERS: list[tuple[str, str]] = [
+    ("asyncpg (driver, protocol)", "asyncpg/"),
+    ("SQLAlchemy Core: execute, results, greenlet bridge", "sqlalchemy/engine/"),
+    ("SQLAlchemy Core: execute, results, greenlet bridge", "sqlalchemy/sql/"),
+    ("SQLAlchemy Core: execute, results, greenlet bridge", "sqlalchemy/util/"),
+    ("SQLAlchemy Core: execute, results, greenlet bridge", "sqlalchemy/ext/"),
+    ("SQLAlchemy Core: execute, results, greenlet bridge", "sqlalchemy/dialects/"),
+    ("SQLAlchemy pool: checkout, checkin, events", "sqlalchemy/pool/"),
+    ("SQLAlchemy pool: checkout, checkin, events", "sqlalchemy/event/"),
+    ("retry wrapper (stamina, tenacity)", "stamina/"),
+    ("retry wrapper (stamina, tenacity)", "tenacity/"),
+    ("metrics (prometheus_client, Prometheus middleware)", "prometheus_client/"),
+    ("metrics (prometheus_client, Prometheus middleware)", "litestar/plugins/prometheus/"),
+    ("logging (structlog)", "structlog/"),
+    ("app: data layer (session, pool wrapper, routing)", "app/db/"),
+    ("app: repositories and records", "app/domain/"),
+    ("app: API, DI providers, middleware, hooks", "app/api/"),
+    ("app: API, DI providers, middleware, hooks", "app/ops/"),
+    ("app: API, DI providers, middleware, hooks", "app/"),
+    ("baseline app", "tests/bench/"),
+    ("Litestar: DI and parameter parsing", "litestar/_kwargs/"),
+    ("Litestar: DI and parameter parsing", "litestar/_signature/"),
+    ("Litestar: DI and parameter parsing", "litestar/di.py"),
+    ("Litestar: response building and encoding", "litestar/response/"),
+    ("Litestar: response building and encoding", "litestar/serialization/"),
+    ("Litestar: response building and encoding", "litestar/handlers/"),
+    ("Litestar: routing, middleware, request objects", "litestar/"),
+    (NATIVE, "granian/"),
+    ("uvloop", "uvloop/"),
+]
+# Questions asked of the profile: the share of samples with a matching frame anywhere.
+MARKERS: list[tuple[str, tuple[str, ...]]] = [
+    (
+        "SQLAlchemy execute incl. driver",
+        ("AsyncConnection.execute (", "Connection.execute (sqlalchemy"),
+    ),
+    ("asyncpg driver (all)", ("asyncpg/",)),
+    (
+        "connection checkout + return (Pool.acquire, engine.connect, close)",
+        (
+            "Pool.acquire (app/db/pool.py",
+            "AsyncConnection.start (",
+            "Engine.connect (",
+            "AsyncConnection.close (",
+            "Connection.close (sqlalchemy",
+        ),
+    ),
+    ("  of which pool events (app/db/engine.py)", ("(app/db/engine.py",)),
+    (
+        "greenlet bridge (greenlet_spawn, await_only)",
+        ("greenlet_spawn (", "await_only (", "_AsyncIoGreenlet"),
+    ),
+    ("retry wrapper (stamina/tenacity)", ("stamina/", "tenacity/")),
+    ("consistency token query (_record_position)", ("_record_position (",)),
+    ("row hydration (Message(*row))", ("<listcomp> (app/domain/", "Message(")),
+    (
+        "DI: resolving dependencies and providers",
+        ("resolve_dependencies (", "litestar/di.py", "app/api/dependencies.py"),
+    ),
+    (
+        "request parsing and validation (signature model)",
+        ("litestar/_signature/", "parse_values_from_connection_kwargs"),
+    ),
+    (
+        "response: to_response + encode (msgspec)",
+        ("to_response (", "to_asgi_response (", "encode_json ("),
+    ),
+    ("prometheus_client (metric updates)", ("prometheus_client/",)),
+    ("before_send hook (consistency token header)", ("add_consistency_token (",)),
+    ("structlog", ("structlog/",)),
+]
+STDLIB = re.compile(
+    r"\((<frozen [^>]+>|asyncio/|contextlib\.py|weakref\.py|typing\.py|inspect\.py|abc\.py|"
+    r"functools\.py|enum\.py|collections/|_collections_abc|dataclasses\.py|threading\.py|"
+    r"logging/|json/|re/|copy\.py|random\.py|datetime\.py|uuid\.py|types\.py|ssl\.py)"
+)
+FRAME_FILE = re.compile(r"\(([^:()]+)(?::\d+)?\)$")
+
+
+@dataclass
+class Profile:
+    """One profiled run: samples by layer and by marker, and the measured CPU per request."""
+
+    name: str
+    rps: float
+    cpu_us_per_req: float
+    samples: int = 0
+    layers: Counter[str] = field(default_factory=Counter)
+    markers: Counter[str] = field(default_factory=Counter)
+    functions: Counter[str] = field(default_factory=Counter)
+
+
+def analyse(path: Path, profile: Profile) -> Profile:
+    """Fold py-spy's raw (collapsed) stacks of the main thread into `profile`."""
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        frames = stack.split(";")
+        if not frames or "MainThread" not in frames[0]:
+            continue  # granian's Rust threads: no Python frames, nearly no CPU
+        count = int(count_text)
+        frames = frames[1:]
+        profile.samples += count
+        layer, function = _layer(frames)
+        profile.layers[layer] += count
+        profile.functions[function] += count
+        text = ";".join(frames)
+        for marker, patterns in MARKERS:
+            if any(pattern in text for pattern in patterns):
+                profile.markers[marker] += count
+    return profile
+
+
+def _layer(frames: list[str]) -> tuple[str, str]:
+    """The layer and function of the innermost non-stdlib frame."""
+    for frame in reversed(frames):
+        if STDLIB.search(frame):
+            continue
+        match = FRAME_FILE.search(frame)
+        file = match.group(1) if match else ""
+        function = re.sub(r":\d+\)$", ")", frame)
+        for layer, pattern in LAYERS:
+            if file.startswith(pattern) or f"/{pattern}" in file:
+                return layer, function
+        return "other", function
+    return NATIVE, "(no Python frame)"
+
+
+def record(
+    bench: Bench, server: Server, script: str, *, env: dict[str, str], out: Path, seconds: float
+) -> Profile:
+    """Saturate `server` with wrk while py-spy samples its worker's main thread."""
+    config = bench.config
+    worker = server.workers()[0]
+    wrk_env = {
+        **bench.data.env(),
+        "BENCH_LUA_DIR": str(LUA_DIR),
+        "BENCH_NONCE": f"{bench.nonce}-profile-{time.monotonic_ns()}",
+        "BENCH_OUT": str(out.with_suffix(".wrk.json")),
+        **env,
+    }
+    wrk_command = [
+        *taskset(config.load_cpus), ensure_wrk(), f"-t{config.wrk_threads}",
+        f"-c{config.connections}", f"-d{round(seconds) + 3}s", "--timeout=10s",
+        "-s", str(LUA_DIR / f"{script}.lua"), server.url,
+    ]  # fmt: skip
+    wrk = subprocess.Popen(
+        wrk_command,
+        env={**os.environ, **wrk_env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1)
+        cpu_before = worker.cpu_times()
+        started = time.monotonic()
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        py_spy_command = [
+            *taskset(config.load_cpus), py_spy, "record", "--pid", str(worker.pid),
+            "--duration", str(round(seconds)), "--rate", "250", "--threads",
+            "--format", "raw", "--output", str(out),
+        ]  # fmt: skip
+        subprocess.run(
+            py_spy_command,
+            check=True,
+            capture_output=True,
+            timeout=seconds + 60,
+        )
+        elapsed = time.monotonic() - started
+        cpu_after = worker.cpu_times()
+    finally:
+        wrk.wait(timeout=seconds + 30)
+    data = json.loads(out.with_suffix(".wrk.json").read_text())
+    out.with_suffix(".wrk.json").unlink()
+    rps = data["requests"] / (data["duration_us"] / 1e6)
+    cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+    profile = Profile(
+        name=f"{server.name} {script}s", rps=rps, cpu_us_per_req=cpu / (rps * elapsed) * 1e6
+    )
+    return analyse(out, profile)
+
+
+def markdown(profiles: list[Profile], code: str = "") -> str:
+    """Tables: layers, markers and top functions, in % of samples and in us per request."""
+    lines = [
+        "# Profile: where a worker's CPU goes",
+        "",
+        code,
+        "",
+        "py-spy at 250 Hz on the granian worker's main thread (it pauses the worker for each "
+        "sample) while wrk saturates it; each sample is charged to its innermost non-stdlib "
+        "frame's layer. us/req = share x the worker's measured CPU per request. Regenerate "
+        "with `just bench profile`.",
+        "",
+        "| run | req/s | worker CPU us/req | samples |",
+        "|---|---:|---:|---:|",
+    ]
+    for p in profiles:
+        lines.append(f"| {p.name} | {p.rps:.0f} | {p.cpu_us_per_req:.0f} | {p.samples} |")
+    names = [p.name for p in profiles]
+    header = "| " + " | ".join(["layer (exclusive)", *names]) + " |"
+    lines += ["", "## By layer (% of samples, us/req)", "", header]
+    lines.append("|---|" + "---:|" * len(profiles))
+    layers = sorted(
+        {layer for p in profiles for layer in p.layers},
+        key=lambda layer: -sum(p.layers[layer] / max(p.samples, 1) for p in profiles),
+    )
+    for layer in layers:
+        lines.append(
+            f"| {layer} | " + " | ".join(_cell(p, p.layers[layer]) for p in profiles) + " |"
+        )
+    lines += ["", "## Questions (% of samples with such a frame; they overlap)", ""]
+    lines.append("| " + " | ".join(["frames matching", *names]) + " |")
+    lines.append("|---|" + "---:|" * len(profiles))
+    for marker, _ in MARKERS:
+        lines.append(
+            f"| {marker} | " + " | ".join(_cell(p, p.markers[marker]) for p in profiles) + " |"
+        )
+    for p in profiles:
+        lines += [
+            "",
+            f"## Top functions by own time: {p.name}",
+            "",
+            "| % | function |",
+            "|---:|---|",
+        ]
+        for function, count in p.functions.most_common(15):
+            lines.append(f"| {100 * count / max(p.samples, 1):.1f} | `{function}` |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(profile: Profile, count: int) -> str:
+    share = count / max(profile.samples, 1)
+    return f"{100 * share:.1f}% ({share * profile.cpu_us_per_req:.0f})"
+
+
+def run_profile(bench: Bench, results_dir: Path) -> int:
+    """Seed, start both servers, profile sends and pages on each; write profile.md."""
+    config = bench.config
+    seconds = float(config.duration_s) if config.duration_s >= 5 else 10.0
+    out_dir = results_dir / "profile"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / ".gitignore").write_text("*\n")
+    bench.cluster.start()
+    bench.pin_postgres(config.load_cpus)
+    profiles: list[Profile] = []
+    try:
+        with (
+            bench.start_service(config.pool_min, config.pool_max) as service,
+            bench.start_baseline(config.pool_min, config.pool_max) as baseline,
+        ):
+            bench.warm_up(service, baseline)
+            for server in (service, baseline):
+                for script, env in (("send", {}), ("page", {"BENCH_LIMIT": "50"})):
+                    out = out_dir / f"{server.name}-{script}s.txt"
+                    profile = record(bench, server, script, env=env, out=out, seconds=seconds)
+                    profiles.append(profile)
+                    print(
+                        f"  {profile.name}: {profile.rps:.0f} req/s, "
+                        f"{profile.cpu_us_per_req:.0f} us CPU/req, {profile.samples} samples",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    finally:
+        if not config.keep_cluster:
+            bench.cluster.destroy()
+    code = (
+        f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, commit {report.git_commit()}, "
+        f"app/ fingerprint {report.app_fingerprint()}; pools {config.pool_min}/"
+        f"{config.pool_max}, {config.connections} connections, {config.workers} worker(s) "
+        f"(the first one profiled), granian on CPU {config.server_cpus or 'any'}."
+    )
+    (results_dir / "profile.md").write_text(markdown(profiles, code))
+    print(f"wrote {results_dir / 'profile.md'}; raw stacks in {out_dir}", file=sys.stderr)
+    return 0

@@ -1,0 +1,319 @@
+"""`results/latest.md` and `latest.json`: the numbers, the machine, ratios and targets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from tests.bench.servers import ROOT
+
+PACKAGES = ("granian", "litestar", "sqlalchemy", "asyncpg", "msgspec", "uvloop")
+SCENARIO_TITLES = {
+    "sends": "saturating sends (POST /chats/{id}/messages)",
+    "pages": "saturating pages of 50 (GET /chats/{id}/messages?limit=50)",
+    "sends_c1000": "sends from 1,000 connections at once on one worker (memory, overload)",
+    "users": "the original's workload: 1,000 users thinking ~1 s, 10% sends, pages of 20",
+    "lag": "pages of 50 with a fresh consistency token while the replica's replay is paused",
+    "sweep_sends": "Pool-size sweep: sends",
+    "sweep_pages": "Pool-size sweep: pages of 50",
+}
+
+
+def machine(pg_version: str) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = "?"
+    return {
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgresql": pg_version,
+        "wrk": _output(["wrk", "-v"]).splitlines()[0] if _output(["wrk", "-v"]) else "?",
+        "packages": packages,
+        "commit": git_commit(),
+        "app_modified": bool(_output(["git", "status", "--porcelain", "--", "app"]).strip()),
+    }
+
+
+def app_fingerprint() -> str:
+    """A short hash of the service's code (app/), to tie numbers to the code they measured."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def git_commit() -> str:
+    """The checked-out commit (short), read-only."""
+    return _output(["git", "rev-parse", "--short", "HEAD"]).strip()
+
+
+def _output(command: list[str]) -> str:
+    try:
+        completed = subprocess.run(
+            command, capture_output=True, text=True, cwd=ROOT, timeout=10, check=False
+        )
+    except OSError:
+        return ""
+    return completed.stdout or completed.stderr
+
+
+def targets(data: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
+    """(target, measured, wanted, met) rows; met is None when the scenario did not run."""
+    s = data["scenarios"]
+    rows: list[tuple[str, str, str, bool | None]] = []
+
+    def get(scenario: str, target: str, key: str) -> float | None:
+        value = s.get(scenario, {}).get(target, {}).get(key)
+        return None if value is None else float(value)
+
+    def add(name: str, value: float | None, wanted: str, ok: bool | None, fmt: str) -> None:
+        shown = "not run" if value is None else fmt.format(value)
+        rows.append((name, shown, wanted, None if value is None else ok))
+
+    sends = get("users", "service", "sends_per_s")
+    add("original: sustained sends (users workload)", sends, ">= 50 msg/s",
+        sends is not None and sends >= 50, "{:.0f} msg/s")  # fmt: skip
+    peak = get("sends", "service", "rps")
+    add("original: peak sends (saturating)", peak, ">= 100 msg/s",
+        peak is not None and peak >= 100, "{:.0f} msg/s")  # fmt: skip
+    for key, limit in (("mean_ms", 100), ("p95_ms", 300), ("p99_ms", 500)):
+        value = get("users", "service", key)
+        add(f"original: {key[:-3]} latency (users workload)", value, f"< {limit} ms",
+            value is not None and value < limit, "{:.1f} ms")  # fmt: skip
+    for scenario in ("sends", "pages"):
+        ratio = _ratio(get(scenario, "service", "rps"), get(scenario, "baseline", "rps"))
+        add(f"issue: {scenario} rps vs baseline", ratio, ">= 0.90x",
+            ratio is not None and ratio >= 0.9, "{:.2f}x")  # fmt: skip
+    p99 = get("users", "service", "p99_ms")
+    ratio = _ratio(p99, get("users", "baseline", "p99_ms"))
+    add("issue: users p99 vs baseline", ratio, "<= 2.00x",
+        ratio is not None and ratio <= 2, "{:.2f}x")  # fmt: skip
+    add("issue: users p99", p99, "< 25 ms", p99 is not None and p99 < 25, "{:.1f} ms")
+    errors = get("users", "service", "errors")
+    add("issue: users errors", errors, "0", errors == 0, "{:.0f}")
+    rss = [
+        float(summary["rss_worker_mb"])
+        for scenario in ("sends", "pages", "sends_c1000", "lag", "users")
+        for name, summary in s.get(scenario, {}).items()
+        if name == "service"
+    ]
+    worst = max(rss) if rss else None
+    add("issue: RSS per worker at 1,000 connections", worst, "< 150 MB",
+        worst is not None and worst < 150, "{:.0f} MB")  # fmt: skip
+    return rows
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _table(data: dict[str, Any]) -> list[str]:
+    lines = [
+        "| scenario | target | req/s | mean ms | p50 ms | p95 ms | p99 ms | max ms | errors "
+        "| RSS granian / worker MB | CPU us/req server / PG | SQL/req | x baseline (req/s, p99) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for scenario, targets_ in data["scenarios"].items():
+        base = targets_.get("baseline")
+        for name, r in targets_.items():
+            ratio = ""
+            if base and name != "baseline":
+                rps = _ratio(r["rps"], base["rps"])
+                p99 = _ratio(r["p99_ms"], base["p99_ms"])
+                ratio = f"{rps:.2f}x, {p99:.2f}x" if rps and p99 else ""
+            errors = str(r["errors"])
+            kinds = {k: v for k, v in r["error_kinds"].items() if k != "status"}
+            kinds.update({f"HTTP {k}": v for k, v in r["statuses"].items()})
+            if kinds:
+                errors += " (" + ", ".join(f"{k}: {v}" for k, v in kinds.items()) + ")"
+            extra = f" ({r['sends_per_s']:.0f} msg/s)" if "sends_per_s" in r else ""
+            lines.append(
+                f"| {scenario} | {name} | {r['rps']:.0f}{extra} | {r['mean_ms']:.1f} "
+                f"| {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} "
+                f"| {errors} | {r['rss_total_mb']:.0f} / {r['rss_worker_mb']:.0f} "
+                f"| {r.get('server_cpu_us_per_req', 0):.0f} / {r.get('pg_cpu_us_per_req', 0):.0f} "
+                f"| {r.get('db_statements_per_req', 0):.1f} | {ratio} |"
+            )
+    return lines
+
+
+def _gap(data: dict[str, Any]) -> list[str]:
+    """Server CPU per request: what a quiet, CPU-bound machine would turn into req/s."""
+    lines = [
+        "| scenario | service us/req | baseline us/req | difference | baseline / service "
+        "| baseline+token us/req |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for scenario in ("sends", "pages", "lag", "users"):
+        targets_ = data["scenarios"].get(scenario, {})
+        service = targets_.get("service", {}).get("server_cpu_us_per_req")
+        baseline = targets_.get("baseline", {}).get("server_cpu_us_per_req")
+        if not service or not baseline:
+            continue
+        token = targets_.get("baseline+token", {}).get("server_cpu_us_per_req")
+        lines.append(
+            f"| {scenario} | {service:.0f} | {baseline:.0f} | {service - baseline:+.0f} "
+            f"| {baseline / service:.2f}x | {f'{token:.0f}' if token else ''} |"
+        )
+    return lines if len(lines) > 2 else []
+
+
+def _sweep(data: dict[str, Any]) -> list[str]:
+    sends = data["scenarios"].get("sweep_sends", {})
+    pages = data["scenarios"].get("sweep_pages", {})
+    if not sends:
+        return []
+    lines = [
+        "| pool min = max | sends req/s | sends p99 ms | sends CPU us/req "
+        "| pages req/s | pages p99 ms | pages CPU us/req | errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in sends:
+        s, p = sends[name], pages.get(name, {})
+        lines.append(
+            f"| {name.split()[-1]} | {s['rps']:.0f} | {s['p99_ms']:.1f} "
+            f"| {s.get('server_cpu_us_per_req', 0):.0f} "
+            f"| {p.get('rps', 0):.0f} | {p.get('p99_ms', 0):.1f} "
+            f"| {p.get('server_cpu_us_per_req', 0):.0f} "
+            f"| {s['errors'] + p.get('errors', 0)} |"
+        )
+    best_sends = max(sends, key=lambda n: sends[n]["rps"])
+    best_pages = max(pages, key=lambda n: pages[n]["rps"]) if pages else best_sends
+    lines += [
+        "",
+        f"Highest throughput: sends at {best_sends}, pages at {best_pages} "
+        f"(sizes within a few percent of each other are within this machine's noise).",
+    ]
+    return lines
+
+
+def _pinning(server_cpus: str | None, load_cpus: str | None) -> str:
+    if not server_cpus:
+        return "nothing pinned"
+    return f"granian on CPU {server_cpus}, wrk and PostgreSQL on CPU {load_cpus} (taskset)"
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The report as Markdown."""
+    m, c, extra = data["machine"], data["config"], data["extra"]
+    pin = _pinning(c["server_cpus"], c["load_cpus"])
+    users_pin = _pinning(c["users_server_cpus"], c["users_load_cpus"])
+    packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    lines = [
+        "# Benchmark: `just bench`",
+        "",
+        f"{m['date_utc']} UTC, mode `{c['mode']}`, commit {m['commit']}"
+        + (" with uncommitted changes under app/" if m["app_modified"] else "")
+        + f" (app/ fingerprint {extra.get('app_fingerprint', '?')}), {extra['runtime_s']:.0f} s."
+        + (
+            f" **app/ changed during the run (fingerprint {extra.get('app_fingerprint_end')} at "
+            "the end): servers started later may have run different code.**"
+            if extra.get("app_changed_during_run")
+            else ""
+        ),
+        "",
+        "| machine | |",
+        "|---|---|",
+        f"| nproc | {m['nproc']} |",
+        f"| CPU | {m['cpu']} |",
+        f"| memory | {m['memory_gib']} GiB |",
+        f"| kernel | {m['kernel']} |",
+        f"| Python | {m['python']} |",
+        f"| PostgreSQL | {m['postgresql']} (embedded, primary + 1 streaming replica) |",
+        f"| load generator | {m['wrk']} |",
+        f"| packages | {packages} |",
+        f"| load average (1/5/15 min) | start {extra['loadavg_start']}, "
+        f"end {extra['loadavg_end']} (shared machine) |",
+        "",
+        f"Setup: both servers under granian with `--loop uvloop` and the same pools "
+        f"({c['pool_min']}/{c['pool_max']} min/max, writer and replica). Saturating runs "
+        f"(sends, pages, lag, sweep): {c['workers']} worker(s), {pin}, "
+        f"{c['connections']} connections x {c['duration_s']:.0f} s; sends_c1000: the same "
+        f"layout with {c['user_connections']} connections. The original's workload (users): "
+        f"{c['users_workers']} worker(s), {users_pin}, {c['user_connections']} connections x "
+        f"{c['users_duration_s']:.0f} s, think time exponential with mean {c['think_ms']} ms. "
+        f"{c['rounds']} interleaved round(s) per target (A B, B A). "
+        f"Data: {data['data_set']['users']} users, {data['data_set']['chats']} chats of "
+        f"{data['data_set']['members']}, {data['data_set']['messages']} messages "
+        f"(seeded in {extra['seed_s']:.0f} s). Same JSON from both servers: "
+        f"{extra.get('same_json', '?')}.",
+        "",
+        "## Results",
+        "",
+        *_table(data),
+        "",
+        "Scenarios: "
+        + "; ".join(
+            f"`{name}`: {title}"
+            for name, title in SCENARIO_TITLES.items()
+            if name in data["scenarios"] and not name.startswith("sweep")
+        )
+        + ".",
+        "",
+        "`baseline` is `tests/bench/baseline.py` (bare Litestar + asyncpg, one statement per "
+        "request); `baseline+token` adds the service's second round trip for "
+        "`X-Consistency-Token` (`pg_current_wal_lsn()`). Errors are non-2xx answers and "
+        "socket errors; RSS is the peak during the run. CPU us/req is the server's (all its "
+        "processes) and PostgreSQL's (primary and replica) CPU time per request, the measure "
+        "least disturbed by other load on the machine; SQL/req is statements per request "
+        "as pg_stat_statements counts them on the primary and the replica (which the bench "
+        "loads on its own cluster).",
+    ]
+    lag = extra.get("lag")
+    if isinstance(lag, dict):
+        lines += [
+            "",
+            f"Replica lag scenario: replica behind by {lag.get('replica_behind_bytes')} bytes "
+            f"at the end; a read with the token of a write made while replay was paused saw "
+            f"that write: {lag.get('read_your_writes')}.",
+        ]
+    lines += ["", "## Targets", "", "| target | measured | wanted | met |", "|---|---:|---:|---|"]
+    for name, measured, wanted, ok in targets(data):
+        verdict = "-" if ok is None else ("yes" if ok else "**no**")
+        lines.append(f"| {name} | {measured} | {wanted} | {verdict} |")
+    gap = _gap(data)
+    if gap:
+        lines += ["", "## Gap to the baseline in CPU time (less noisy than req/s here)", "", *gap]
+    sweep = _sweep(data)
+    if sweep:
+        lines += ["", "## Pool sizes (service)", "", *sweep]
+    lines += [
+        "",
+        "Reproduce: `just bench` (about 7 minutes) or `just bench quick`; durations and sizes "
+        "via `BENCH_*` variables (`tests/bench/runner.py`, `Config`).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write(data: dict[str, Any], directory: Path) -> None:
+    """Write latest.json and latest.md atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in (
+        ("latest.json", json.dumps(data, indent=2) + "\n"),
+        ("latest.md", markdown(data)),
+    ):
+        tmp = directory / f"{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(directory / name)

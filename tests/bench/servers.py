@@ -1,0 +1,220 @@
+"""The two servers under test, each a granian process tree, and their memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (never 8000, which `just run` uses)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port != 8000:
+            return port
+
+
+def http(
+    url: str,
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 5,
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request to our own server on 127.0.0.1: (status, headers, body)."""
+    if not url.startswith("http://127.0.0.1:"):
+        raise ValueError("the bench only talks to its own servers on 127.0.0.1")
+    request = urllib.request.Request(  # noqa: S310 - http on loopback, checked above
+        url, data=body, headers=headers or {}, method="POST" if body is not None else "GET"
+    )
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+        return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+
+
+def taskset(cpus: str | None) -> list[str]:
+    """The command prefix that pins a process tree to `cpus` ('0', '0-1'), or nothing."""
+    return ["taskset", "-c", cpus] if cpus else []
+
+
+class Server:
+    """A granian process tree: `python -m app serve` (the service) or the baseline app."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._command = command
+        self._env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
+            prefix=f"bench-{name}-", suffix=".log", delete=False
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def service(cls, env: dict[str, str], workers: int, cpus: str | None) -> Server:
+        """The service as production runs it (`python -m app serve` -> granian, uvloop)."""
+        command = [*taskset(cpus), sys.executable, "-m", "app", "serve"]
+        return cls("service", command, {**env, "WORKERS": str(workers)})
+
+    @classmethod
+    def baseline(cls, env: dict[str, str], workers: int, cpus: str | None) -> Server:
+        """The baseline, served by granian with the flags `python -m app serve` uses."""
+        command = [
+            *taskset(cpus), sys.executable, "-m", "granian",
+            "--interface", "asgi", "--host", "127.0.0.1", "--port", "{port}",
+            "--workers", str(workers), "--loop", "uvloop", "--no-ws",
+            "tests.bench.baseline:app",
+        ]  # fmt: skip
+        return cls("baseline", command, env)
+
+    def start(self, probe_path: str, timeout_s: float = 60.0) -> Server:
+        """Start and wait until `probe_path` answers 200."""
+        command = [part.replace("{port}", str(self.port)) for part in self._command]
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=self._env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.logs()[-3000:]}")
+            try:
+                if http(self.url + probe_path, timeout_s=2)[0] == 200:
+                    return self
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} not ready in {timeout_s}s:\n{self.logs()[-3000:]}")
+            time.sleep(0.1)
+
+    def processes(self) -> list[psutil.Process]:
+        """The whole tree: launcher, granian's main process and its workers."""
+        if self.process is None or self.process.poll() is not None:
+            return []
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def workers(self) -> list[psutil.Process]:
+        """Granian's worker processes: the leaves of the tree."""
+        procs = self.processes()
+        leaves = []
+        for proc in procs:
+            try:
+                if not proc.children():
+                    leaves.append(proc)
+            except psutil.Error:
+                pass
+        return leaves
+
+    def rss(self) -> tuple[int, int]:
+        """(sum of RSS over granian's processes, largest worker RSS), in bytes.
+
+        The service's launcher (`python -m app serve`, which only waits for granian) is
+        left out so both servers are measured alike.
+        """
+        total = 0
+        for proc in self.processes():
+            try:
+                if "granian" in " ".join(proc.cmdline()):
+                    total += proc.memory_info().rss
+            except psutil.Error:
+                pass
+        worst = 0
+        for proc in self.workers():
+            with contextlib.suppress(psutil.Error):
+                worst = max(worst, proc.memory_info().rss)
+        return total, worst
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the whole tree so far."""
+        return cpu_seconds(self.processes())
+
+    def logs(self) -> str:
+        return Path(self._log.name).read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM the tree (granian drains), SIGKILL it after 20 s."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+        Path(self._log.name).unlink(missing_ok=True)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User + system CPU time of `processes`, ignoring those that have gone."""
+    total = 0.0
+    for proc in processes:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+class RssSampler:
+    """Samples a server's RSS every `interval_s` in a thread; keeps the peak."""
+
+    def __init__(self, server: Server, interval_s: float = 0.5) -> None:
+        self._server = server
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.peak_total = 0
+        self.peak_worker = 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total, worker = self._server.rss()
+            self.peak_total = max(self.peak_total, total)
+            self.peak_worker = max(self.peak_worker, worker)
+            self._stop.wait(self._interval_s)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
