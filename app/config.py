@@ -32,9 +32,10 @@ _T = TypeVar("_T", bound=str)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
-# Pool sizes measured on a 2-core box with PostgreSQL on the same host (README, "Pool sizing").
+# Pool sizes measured on a 2-core box with PostgreSQL on the same host (README, Performance):
+# sends scale with the writer pool (concurrent commits share WAL flushes), reads do not.
 DEFAULT_POOL_MIN = 4
-DEFAULT_POOL_MAX = 10
+DEFAULT_POOL_MAX = 32
 DEFAULT_REPLICA_POOL_MIN = 4
 DEFAULT_REPLICA_POOL_MAX = 10
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
 from app.api.problems import problem_responses
@@ -39,7 +40,14 @@ class ChatController(Controller):
     @post(
         "/{chat_id:int}/messages",
         summary="Send a message",
-        responses=problem_responses(403, 404, 409, 413),
+        status_code=201,
+        responses={
+            200: ResponseSpec(
+                data_container=Message,
+                description="The stored message: `client_msg_id` repeats an earlier send",
+            ),
+            **problem_responses(403, 404, 409, 413),
+        },
         description="201 with the new message; 200 with the stored one when `client_msg_id` "
         "repeats an earlier send of this sender.",
     )

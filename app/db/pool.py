@@ -150,12 +150,13 @@ class Pool:
             yield connection
         except BaseException as error:
             if _unusable_after(connection, error):
-                # Shielded, as the return below: a cancelled request must not leak it.
+                # Closing does I/O: shielded, so a cancelled request cannot interrupt it.
                 await asyncio.shield(greenlet_spawn(fairy.invalidate, error))
             raise
         finally:
-            # Shielded: a request cancelled mid-query must still hand its connection back.
-            await asyncio.shield(greenlet_spawn(fairy.close))
+            # Returning a healthy (or already invalidated) connection does no I/O, so this
+            # never suspends and a cancellation cannot cut it short; no shield task needed.
+            await greenlet_spawn(fairy.close)
             self._use_metric.observe(time.perf_counter() - acquired)
 
     async def open_minimum(self) -> None:

@@ -89,7 +89,7 @@ class Config:
             users_load_cpus=_env("BENCH_LOAD_CPUS", "1") if users_pin else "",
             wrk_threads=int(_env("BENCH_WRK_THREADS", "1")),
             pool_min=int(_env("BENCH_POOL_MIN", "4")),
-            pool_max=int(_env("BENCH_POOL_MAX", "10")),
+            pool_max=int(_env("BENCH_POOL_MAX", "32")),
             pool_sizes=tuple(
                 int(size)
                 for size in _env("BENCH_POOL_SIZES", "2,8,32" if quick else "2,4,8,16,32").split(

@@ -51,14 +51,18 @@ def ops(database: TestDatabase) -> Iterator[TestClient]:  # type: ignore[type-ar
         yield client
 
 
-def test_pool_metrics_use_the_opentelemetry_names(ops: TestClient) -> None:  # type: ignore[type-arg]
+def test_pool_metrics_use_the_opentelemetry_names(
+    ops: TestClient,  # type: ignore[type-arg]
+    settings: Settings,
+) -> None:
     assert ops.get("/health/ready").status_code == 200
     samples = scrape(ops)
     for pool in POOL_NAMES:
         idle = value(samples, "db_client_connections", pool_name=pool, state="idle")
         used = value(samples, "db_client_connections", pool_name=pool, state="used")
         assert idle + used >= 1
-        assert value(samples, "db_client_connection_max", pool_name=pool) == 10
+        expected_max = settings.pool_max if pool == "primary" else settings.replica_pool_max
+        assert value(samples, "db_client_connection_max", pool_name=pool) == expected_max
         assert value(samples, "db_client_connection_pending_requests", pool_name=pool) == 0
         assert samples["db_client_connection_timeouts_total"] is not None
         assert value(samples, "db_client_connection_wait_time_seconds_count", pool_name=pool) > 0
