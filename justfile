@@ -8,9 +8,10 @@ export UV_PYTHON := "3.11"
 default:
     @just --list
 
-# Install the locked dependencies into .venv
+# Install the locked dependencies into .venv, precompiled: with PYTHONDONTWRITEBYTECODE set (as
+# on these machines) every start would otherwise recompile Litestar and SQLAlchemy (3 s, not 1 s)
 sync:
-    uv sync --locked
+    uv sync --locked --compile-bytecode --quiet
 
 # Serve the API on http://127.0.0.1:8000 (embedded PostgreSQL primary + replica when DATABASE_URL is unset)
 run: sync

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from app.config import ConfigError, Settings
-from app.ops.prometheus import multiprocess_dir
+from app.ops.multiproc import multiprocess_dir
 from app.redact import redact_text
 
 DATA_DIR = Path(os.environ.get("APP_DATA_DIR", Path(__file__).resolve().parent.parent / ".data"))

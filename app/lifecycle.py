@@ -22,7 +22,8 @@ from litestar import Litestar
 from app.config import Settings
 from app.db.database import Database
 from app.ops.gauges import GaugePublisher
-from app.ops.prometheus import MULTIPROC_ENV, mark_worker_stopped, multiprocess_enabled
+from app.ops.multiproc import MULTIPROC_ENV
+from app.ops.prometheus import mark_worker_stopped, multiprocess_enabled
 from app.ops.readiness import Readiness
 from app.ops.signals import install_drain_handlers
 

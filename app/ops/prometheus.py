@@ -10,12 +10,7 @@ process (`python -m app serve`), creating a temporary one when `WORKERS` > 1 and
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, MutableMapping
-from pathlib import Path
 
 from litestar import Controller, MediaType, Request, Response, get
 from litestar.datastructures import State
@@ -24,8 +19,7 @@ from prometheus_client.exposition import choose_encoder
 
 from app.db.database import Database
 from app.ops.gauges import publish
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from app.ops.multiproc import MULTIPROC_ENV
 
 
 def multiprocess_enabled() -> bool:
@@ -47,33 +41,6 @@ def mark_worker_stopped() -> None:
     """Remove this worker's live gauges from the shared directory (counters stay summed)."""
     if multiprocess_enabled():
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
-
-
-@contextlib.contextmanager
-def multiprocess_dir(environ: MutableMapping[str, str], workers: int) -> Iterator[Path | None]:
-    """In the parent, before the workers start: give them one empty metrics directory.
-
-    A configured `PROMETHEUS_MULTIPROC_DIR` is created if missing and emptied of the sample
-    files of earlier runs; with `workers` > 1 and none configured, a temporary one is made
-    (and removed afterwards) and set in `environ`. A single worker needs none.
-    """
-    configured = environ.get(MULTIPROC_ENV)
-    if configured:
-        path = Path(configured)
-        path.mkdir(parents=True, exist_ok=True)
-        for stale in path.glob("*.db"):
-            stale.unlink()
-        yield path
-        return
-    if workers <= 1:
-        yield None
-        return
-    path = Path(tempfile.mkdtemp(prefix="messenger-metrics-"))
-    environ[MULTIPROC_ENV] = str(path)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 class MetricsController(Controller):

@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 from app.config import Settings
 from app.db.database import Database
 from app.main import create_app
-from app.ops.prometheus import multiprocess_dir
+from app.ops.multiproc import multiprocess_dir
 from tests.support.cluster import TestDatabase, wait_until
 
 POOL_NAMES = {"primary", "replica-0", "replica-1"}
