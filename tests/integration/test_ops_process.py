@@ -94,7 +94,12 @@ def test_the_primary_down_at_start_stops_the_service_with_one_clear_line(
 def test_two_workers_report_one_aggregate(database: TestDatabase, tmp_path: Path) -> None:
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
-    env = {"WORKERS": "2", "DB_POOL_MIN": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    env = {
+        "WORKERS": "2",
+        "DB_POOL_MIN": "2",
+        "DB_POOL_MAX": "10",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
     with ServerProcess(database, **env) as server:
         workers: set[int] = set()
 
