@@ -10,18 +10,17 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 from litestar.testing import TestClient
 
 from app.db.embedded import EmbeddedCluster, Node
 from tests.conftest import make_client
 from tests.support.api import create_user
-from tests.support.cluster import TestDatabase, wait_until
+from tests.support.cluster import TestDatabase, paused, wait_until
 from tests.support.redis_server import redis_server
 
 pytestmark = pytest.mark.slow
@@ -33,22 +32,6 @@ def cluster_of(database: TestDatabase) -> EmbeddedCluster:
     if database.cluster is None:
         pytest.skip("needs the embedded cluster (servers are stopped and paused)")
     return database.cluster
-
-
-@contextmanager
-def paused(node: Node) -> Iterator[None]:
-    """SIGSTOP the server's postmaster and every process it forked: a hung server."""
-    pid = int((node.data_dir / "postmaster.pid").read_text().splitlines()[0])
-    postmaster = psutil.Process(pid)
-    processes = [postmaster, *postmaster.children(recursive=True)]
-    for process in processes:
-        process.send_signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for process in processes:
-            with suppress(psutil.NoSuchProcess):
-                process.send_signal(signal.SIGCONT)
 
 
 @contextmanager

@@ -19,10 +19,9 @@ from datetime import datetime
 
 import asyncpg
 import httpx
-import psutil
 import pytest
 
-from tests.support.cluster import TestDatabase, fetchval, wait_until
+from tests.support.cluster import TestDatabase, fetchval, paused, wait_until
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -238,19 +237,11 @@ def test_shutdown_with_a_hung_replica_stays_within_the_time_limit(
     node = database.cluster.replicas[0]
     with production_server(database) as server:
         assert httpx.get(f"{server.url}/health/ready").status_code == 200
-        pid = int((node.data_dir / "postmaster.pid").read_text().splitlines()[0])
-        postmaster = psutil.Process(pid)
-        processes = [postmaster, *postmaster.children(recursive=True)]
-        for process in processes:
-            process.send_signal(signal.SIGSTOP)
-        try:
+        with paused(node):
             signalled = time.time()
             server.signal(signal.SIGTERM)
             code = server.wait(timeout_s=SHUTDOWN_TIMEOUT_S + 5)
             exited = time.time()
-        finally:
-            for process in processes:
-                process.send_signal(signal.SIGCONT)
         logs = server.logs()
     print(f"shutdown with a hung replica: signal->exit {(exited - signalled) * 1000:.0f} ms")
     assert code == 0, logs

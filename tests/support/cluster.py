@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 
-from app.db.embedded import EmbeddedCluster
+from app.db.embedded import EmbeddedCluster, Node
 
 
 @dataclass
@@ -95,3 +98,19 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(0.02)
+
+
+@contextmanager
+def paused(node: Node) -> Iterator[None]:
+    """SIGSTOP the server's postmaster and every process it forked: a hung server."""
+    pid = int((node.data_dir / "postmaster.pid").read_text().splitlines()[0])
+    postmaster = psutil.Process(pid)
+    processes = [postmaster, *postmaster.children(recursive=True)]
+    for process in processes:
+        process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for process in processes:
+            with suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGCONT)
