@@ -43,9 +43,9 @@ def create_pool_engine(
 ) -> AsyncEngine:
     """An engine whose pool keeps up to `pool.max_size` connections, reused LIFO.
 
-    Sessions run in autocommit: every repository operation is one statement, which is atomic
-    on its own, so no BEGIN/COMMIT round trips are spent around it. In PgBouncer mode each
-    operation runs in a transaction instead (`DbSession` commits it): asyncpg prepares a
+    Connections are in autocommit: every repository operation is one statement, which is
+    atomic on its own, so no BEGIN/COMMIT round trips are spent around it. In PgBouncer mode
+    `DbSession` wraps each operation in an asyncpg transaction of its own: asyncpg prepares a
     statement and executes it in two protocol exchanges, which transaction pooling would
     otherwise be free to send to two different server connections.
     """
@@ -60,7 +60,7 @@ def create_pool_engine(
     if pool.statement_timeout_ms and not pgbouncer:
         server_settings["statement_timeout"] = str(pool.statement_timeout_ms)
     if pgbouncer:
-        # No server-side statement cache, and unique names for the statements SQLAlchemy
+        # No server-side statement cache, and unique names for the statements asyncpg
         # prepares, since consecutive transactions may run on different server connections.
         connect_args["statement_cache_size"] = 0
         connect_args["prepared_statement_cache_size"] = 0
@@ -76,7 +76,9 @@ def create_pool_engine(
         pool_use_lifo=True,
         pool_pre_ping=False,
         pool_recycle=-1,
-        isolation_level="READ COMMITTED" if pgbouncer else "AUTOCOMMIT",
+        # Statements run on the driver connection (app/db/pool.py), outside SQLAlchemy's
+        # transactions; PgBouncer mode opens its own asyncpg transaction per operation.
+        isolation_level="AUTOCOMMIT",
         connect_args=connect_args,
     )
     _install_events(engine, name, pool)

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from litestar import get
+from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -126,25 +126,15 @@ def test_openmetrics_is_served_when_asked_for(ops: TestClient) -> None:  # type:
 
 def test_waiting_requests_are_counted_while_they_queue(database: TestDatabase) -> None:
     """A pool of 2 under 20 concurrent slow requests: waiting > 0 while they queue, 0 after."""
-    settings = Settings.from_env(
-        database.env(DB_POOL_MIN="1", DB_POOL_MAX="2", DB_POOL_TIMEOUT_MS="30000")
+    app = _app_holding_a_connection(
+        database, 0.2, DB_POOL_MIN="1", DB_POOL_MAX="2", DB_POOL_TIMEOUT_MS="30000"
     )
-    app = create_app(settings)
-
-    @get("/test/slow")
-    async def slow(state: State) -> dict[str, bool]:
-        db: Database = state.database
-        async with db.writer.acquire() as conn:
-            await conn.execute("SELECT pg_sleep(0.2)")
-        return {"ok": True}
-
-    app.register(slow)
     with TestClient(app) as client, ThreadPoolExecutor(max_workers=20) as threads:
         start = threading.Barrier(20)
 
         def request() -> int:
             start.wait()
-            return client.get("/test/slow", timeout=60).status_code
+            return client.get("/test/hold", timeout=60).status_code
 
         futures = [threads.submit(request) for _ in range(20)]
         snapshot = wait_until(
@@ -201,19 +191,9 @@ def test_multiprocess_dir_is_emptied_or_made_for_several_workers(tmp_path: Path)
 
 
 def test_a_checkout_timeout_is_counted_logged_and_answered_503(database: TestDatabase) -> None:
-    settings = Settings.from_env(
-        database.env(DB_POOL_MIN="1", DB_POOL_MAX="1", DB_POOL_TIMEOUT_MS="100")
+    app = _app_holding_a_connection(
+        database, 1.0, DB_POOL_MIN="1", DB_POOL_MAX="1", DB_POOL_TIMEOUT_MS="100"
     )
-    app = create_app(settings)
-
-    @get("/test/hold")
-    async def hold(state: State) -> dict[str, bool]:
-        db: Database = state.database
-        async with db.writer.acquire() as conn:
-            await conn.execute("SELECT pg_sleep(1)")
-        return {"ok": True}
-
-    app.register(hold)
     with (
         capture_logs() as logs,
         TestClient(app) as client,
@@ -239,3 +219,18 @@ def test_a_checkout_timeout_is_counted_logged_and_answered_503(database: TestDat
     assert len(timeouts) == 1
     assert timeouts[0]["pool"] == "primary"
     assert timeouts[0]["waited_ms"] >= 100
+
+
+def _app_holding_a_connection(database: TestDatabase, seconds: float, **env: str) -> Litestar:
+    """The service plus `GET /test/hold`, which keeps a writer connection for `seconds`."""
+    app = create_app(Settings.from_env(database.env(**env)))
+
+    @get("/test/hold")
+    async def hold(state: State) -> dict[str, bool]:
+        db: Database = state.database
+        async with db.writer.acquire() as conn:
+            await conn.execute("SELECT pg_sleep($1)", seconds)
+        return {"ok": True}
+
+    app.register(hold)
+    return app
