@@ -1,4 +1,4 @@
-"""`python -m app`: the command line behind the justfile (see app/cli.py)."""
+"""`python -m app`: the command line (app/cli.py), also installed as `messenger`."""
 
 from app.cli import main
 

@@ -1,8 +1,9 @@
-"""Settings read from the environment once, validated, and frozen.
+"""Settings read from the environment once, validated, grouped, and frozen.
 
-Every variable of DESIGN section 3 is parsed here and nowhere else. A bad value raises
-`ConfigError`, whose message names the variable and what is wrong, never the value itself
-when the value may hold a secret (URLs).
+Every variable of the README's configuration table is parsed here and nowhere else. Units are
+converted once: the documented names keep their `_MS`/`_S` suffixes outside, every duration
+is in seconds inside. A bad value raises `ConfigError`, whose message names the variable and
+what is wrong, never the value itself when the value may hold a secret (URLs).
 """
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
-from app.redact import redact_url
-
 Environment = Literal["development", "test", "production"]
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 _ENVIRONMENTS: tuple[Environment, ...] = ("development", "test", "production")
 _SSL_MODES: tuple[SslMode, ...] = (
@@ -28,11 +28,13 @@ _SSL_MODES: tuple[SslMode, ...] = (
     "verify-ca",
     "verify-full",
 )
+_LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 _T = TypeVar("_T", bound=str)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
 
-# Pool sizes measured on a 2-core box with PostgreSQL on the same host (README, Performance):
+# Pool sizes measured on a 2-core box with PostgreSQL on the same host (docs/performance.md):
 # sends scale with the writer pool (concurrent commits share WAL flushes), reads do not.
 DEFAULT_POOL_MIN = 4
 DEFAULT_POOL_MAX = 32
@@ -50,134 +52,151 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PoolSettings:
-    """Sizing and timeouts of one connection pool."""
+    """Sizing and timeouts of one connection pool (the writer's, or each replica's)."""
 
-    min_size: int
-    max_size: int
-    timeout_s: float
-    connect_timeout_s: float
-    statement_timeout_ms: int
-    idle_timeout_s: float
-    max_lifetime_s: float
+    min_size: int = DEFAULT_POOL_MIN
+    """Connections opened at start and kept open when idle (`DB_POOL_MIN`)."""
+    max_size: int = DEFAULT_POOL_MAX
+    """Connections open at most (`DB_POOL_MAX`)."""
+    timeout_s: float = 2.0
+    """How long a request waits for a free connection before a 503 (`DB_POOL_TIMEOUT_MS`)."""
+    connect_timeout_s: float = 2.0
+    """How long opening one connection may take (`DB_CONNECT_TIMEOUT_MS`)."""
+    statement_timeout_s: float = 5.0
+    """Server-side bound on one statement; 0 for none (`DB_STATEMENT_TIMEOUT_MS`)."""
+    idle_timeout_s: float = 30.0
+    """Connections above the minimum idle this long are closed; 0 never (`DB_IDLE_TIMEOUT_MS`)."""
+    max_lifetime_s: float = 1800.0
+    """Connections are replaced after this long, minus up to 10% jitter (`DB_MAX_LIFETIME_S`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    """Where the servers are and how to reach them."""
+
+    url: str | None = None
+    """The writer, the PostgreSQL primary (`DATABASE_URL`); None starts the dev cluster."""
+    replica_urls: tuple[str, ...] = ()
+    """The read replicas (`DATABASE_REPLICA_URLS`, comma-separated; `DATABASE_REPLICA_URL`)."""
+    sslmode: SslMode = "disable"
+    """libpq's TLS modes (`DB_SSLMODE`; `verify-full` by default in production)."""
+    pgbouncer: bool = False
+    """The URLs point at PgBouncer in transaction pooling mode (`DB_PGBOUNCER`)."""
+    wait_for_primary_s: float = 0.0
+    """How long the start waits for the primary; 0 fails at once (`DB_WAIT_FOR_PRIMARY_S`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorSettings:
+    """The replica monitor: how often replicas are probed and how stale one may be."""
+
+    interval_s: float = 1.0
+    """Time between two probe rounds (`DB_REPLICA_CHECK_INTERVAL_MS`)."""
+    max_lag_s: float = 10.0
+    """A replica further behind than this leaves the rotation (`DB_REPLICA_MAX_LAG_S`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """The HTTP server (granian) and the process's stop."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on (`HOST`)."""
+    port: int = 8000
+    """Port to listen on (`PORT`)."""
+    workers: int = 1
+    """granian worker processes (`WORKERS`)."""
+    shutdown_timeout_s: float = 10.0
+    """Bound on closing the pools after the last request drained (`SHUTDOWN_TIMEOUT_S`)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Validated service configuration (DESIGN section 3)."""
+    """Validated service configuration, one group per concern."""
 
     app_env: Environment = "development"
-    database_url: str | None = None
-    replica_urls: tuple[str, ...] = ()
-    pool_min: int = DEFAULT_POOL_MIN
-    pool_max: int = DEFAULT_POOL_MAX
-    replica_pool_min: int = DEFAULT_REPLICA_POOL_MIN
-    replica_pool_max: int = DEFAULT_REPLICA_POOL_MAX
-    pool_timeout_ms: int = 2000
-    connect_timeout_ms: int = 2000
-    statement_timeout_ms: int = 5000
-    idle_timeout_ms: int = 30000
-    max_lifetime_s: int = 1800
-    replica_max_lag_s: float = 10.0
-    replica_check_interval_ms: int = 1000
-    sslmode: SslMode = "disable"
-    pgbouncer: bool = False
+    """`development`, `test` or `production` (`APP_ENV`): log format and TLS default."""
+    log_level: LogLevel = "info"
+    """Lowest level logged (`LOG_LEVEL`)."""
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    """Servers and how to reach them."""
+    writer_pool: PoolSettings = field(default_factory=PoolSettings)
+    """The primary's pool (`DB_POOL_*` and the shared timeouts)."""
+    replica_pool: PoolSettings = field(
+        default_factory=lambda: PoolSettings(
+            min_size=DEFAULT_REPLICA_POOL_MIN, max_size=DEFAULT_REPLICA_POOL_MAX
+        )
+    )
+    """Each replica's pool (`DB_REPLICA_POOL_*` and the shared timeouts)."""
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    """The replica monitor."""
+    server: ServerSettings = field(default_factory=ServerSettings)
+    """The HTTP server."""
     redis_url: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    wait_for_database_s: float = 0.0
-    shutdown_timeout_s: float = 10.0
+    """Redis, checked by readiness when set (`REDIS_URL`)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Parse and validate the environment; raise `ConfigError` on the first bad value."""
-        env = os.environ if environ is None else environ
-        reader = _Reader(env)
+        reader = _Reader(os.environ if environ is None else environ)
         app_env = reader.choice("APP_ENV", _ENVIRONMENTS, "development")
-        database_url = reader.url("DATABASE_URL")
-        if database_url is None and app_env == "production":
-            raise ConfigError("DATABASE_URL", "required when APP_ENV=production")
-        replica_urls = reader.url_list("DATABASE_REPLICA_URLS")
-        single_replica = reader.url("DATABASE_REPLICA_URL")
-        if single_replica is not None and single_replica not in replica_urls:
-            replica_urls = (*replica_urls, single_replica)
-        if replica_urls and database_url is None:
-            raise ConfigError("DATABASE_REPLICA_URLS", "set DATABASE_URL too")
-        pool_min = reader.integer("DB_POOL_MIN", DEFAULT_POOL_MIN, minimum=0, maximum=1000)
-        pool_max = reader.integer("DB_POOL_MAX", DEFAULT_POOL_MAX, minimum=1, maximum=1000)
-        if pool_min > pool_max:
-            raise ConfigError("DB_POOL_MIN", f"must not exceed DB_POOL_MAX ({pool_max})")
-        replica_min = reader.integer(
-            "DB_REPLICA_POOL_MIN", DEFAULT_REPLICA_POOL_MIN, minimum=0, maximum=1000
-        )
-        replica_max = reader.integer(
-            "DB_REPLICA_POOL_MAX", DEFAULT_REPLICA_POOL_MAX, minimum=1, maximum=1000
-        )
-        if replica_min > replica_max:
-            raise ConfigError(
-                "DB_REPLICA_POOL_MIN", f"must not exceed DB_REPLICA_POOL_MAX ({replica_max})"
-            )
-        default_ssl: SslMode = "verify-full" if app_env == "production" else "disable"
         return cls(
             app_env=app_env,
-            database_url=database_url,
-            replica_urls=replica_urls,
-            pool_min=pool_min,
-            pool_max=pool_max,
-            replica_pool_min=replica_min,
-            replica_pool_max=replica_max,
-            pool_timeout_ms=reader.integer("DB_POOL_TIMEOUT_MS", 2000, minimum=1),
-            connect_timeout_ms=reader.integer("DB_CONNECT_TIMEOUT_MS", 2000, minimum=1),
-            statement_timeout_ms=reader.integer("DB_STATEMENT_TIMEOUT_MS", 5000, minimum=0),
-            idle_timeout_ms=reader.integer("DB_IDLE_TIMEOUT_MS", 30000, minimum=0),
-            max_lifetime_s=reader.integer("DB_MAX_LIFETIME_S", 1800, minimum=1),
-            replica_max_lag_s=reader.number("DB_REPLICA_MAX_LAG_S", 10.0, minimum=0.0),
-            replica_check_interval_ms=reader.integer(
-                "DB_REPLICA_CHECK_INTERVAL_MS", 1000, minimum=50
+            log_level=reader.choice("LOG_LEVEL", _LOG_LEVELS, "info", lower=True),
+            database=_database(reader, app_env),
+            writer_pool=_pool(reader, "DB_POOL", DEFAULT_POOL_MIN, DEFAULT_POOL_MAX),
+            replica_pool=_pool(
+                reader, "DB_REPLICA_POOL", DEFAULT_REPLICA_POOL_MIN, DEFAULT_REPLICA_POOL_MAX
             ),
-            sslmode=reader.choice("DB_SSLMODE", _SSL_MODES, default_ssl),
-            pgbouncer=reader.boolean("DB_PGBOUNCER", default=False),
+            monitor=MonitorSettings(
+                interval_s=reader.millis("DB_REPLICA_CHECK_INTERVAL_MS", 1000, minimum=50),
+                max_lag_s=reader.number("DB_REPLICA_MAX_LAG_S", 10.0, minimum=0.0),
+            ),
+            server=ServerSettings(
+                host=reader.text("HOST", "127.0.0.1"),
+                port=reader.integer("PORT", 8000, minimum=1, maximum=65535),
+                workers=reader.integer("WORKERS", 1, minimum=1, maximum=64),
+                shutdown_timeout_s=reader.number("SHUTDOWN_TIMEOUT_S", 10.0, minimum=0.1),
+            ),
             redis_url=reader.url("REDIS_URL", schemes=("redis", "rediss", "unix")),
-            host=reader.text("HOST", "127.0.0.1"),
-            port=reader.integer("PORT", 8000, minimum=1, maximum=65535),
-            workers=reader.integer("WORKERS", 1, minimum=1, maximum=64),
-            wait_for_database_s=reader.number("DB_WAIT_FOR_PRIMARY_S", 0.0, minimum=0.0),
-            shutdown_timeout_s=reader.number("SHUTDOWN_TIMEOUT_S", 10.0, minimum=0.1),
         )
 
-    @property
-    def writer_pool(self) -> PoolSettings:
-        """Pool settings of the writer (primary)."""
-        return self._pool(self.pool_min, self.pool_max)
 
-    @property
-    def replica_pool(self) -> PoolSettings:
-        """Pool settings of each replica."""
-        return self._pool(self.replica_pool_min, self.replica_pool_max)
+def _database(reader: _Reader, app_env: Environment) -> DatabaseSettings:
+    url = reader.url("DATABASE_URL")
+    if url is None and app_env == "production":
+        raise ConfigError("DATABASE_URL", "required when APP_ENV=production")
+    replica_urls = reader.url_list("DATABASE_REPLICA_URLS")
+    single_replica = reader.url("DATABASE_REPLICA_URL")
+    if single_replica is not None and single_replica not in replica_urls:
+        replica_urls = (*replica_urls, single_replica)
+    if replica_urls and url is None:
+        raise ConfigError("DATABASE_REPLICA_URLS", "set DATABASE_URL too")
+    default_ssl: SslMode = "verify-full" if app_env == "production" else "disable"
+    return DatabaseSettings(
+        url=url,
+        replica_urls=replica_urls,
+        sslmode=reader.choice("DB_SSLMODE", _SSL_MODES, default_ssl),
+        pgbouncer=reader.boolean("DB_PGBOUNCER", default=False),
+        wait_for_primary_s=reader.number("DB_WAIT_FOR_PRIMARY_S", 0.0, minimum=0.0),
+    )
 
-    def _pool(self, min_size: int, max_size: int) -> PoolSettings:
-        return PoolSettings(
-            min_size=min_size,
-            max_size=max_size,
-            timeout_s=self.pool_timeout_ms / 1000,
-            connect_timeout_s=self.connect_timeout_ms / 1000,
-            statement_timeout_ms=self.statement_timeout_ms,
-            idle_timeout_s=self.idle_timeout_ms / 1000,
-            max_lifetime_s=float(self.max_lifetime_s),
-        )
 
-    def describe(self) -> dict[str, object]:
-        """A loggable summary with every URL redacted."""
-        return {
-            "app_env": self.app_env,
-            "database_url": redact_url(self.database_url) if self.database_url else None,
-            "replica_urls": [redact_url(url) for url in self.replica_urls],
-            "pool": [self.pool_min, self.pool_max],
-            "replica_pool": [self.replica_pool_min, self.replica_pool_max],
-            "pgbouncer": self.pgbouncer,
-            "redis": redact_url(self.redis_url) if self.redis_url else None,
-            "workers": self.workers,
-        }
+def _pool(reader: _Reader, prefix: str, default_min: int, default_max: int) -> PoolSettings:
+    """`<prefix>_MIN`/`<prefix>_MAX`, and the timeouts both kinds of pool share."""
+    min_size = reader.integer(f"{prefix}_MIN", default_min, minimum=0, maximum=1000)
+    max_size = reader.integer(f"{prefix}_MAX", default_max, minimum=1, maximum=1000)
+    if min_size > max_size:
+        raise ConfigError(f"{prefix}_MIN", f"must not exceed {prefix}_MAX ({max_size})")
+    return PoolSettings(
+        min_size=min_size,
+        max_size=max_size,
+        timeout_s=reader.millis("DB_POOL_TIMEOUT_MS", 2000, minimum=1),
+        connect_timeout_s=reader.millis("DB_CONNECT_TIMEOUT_MS", 2000, minimum=1),
+        statement_timeout_s=reader.millis("DB_STATEMENT_TIMEOUT_MS", 5000, minimum=0),
+        idle_timeout_s=reader.millis("DB_IDLE_TIMEOUT_MS", 30000, minimum=0),
+        max_lifetime_s=float(reader.integer("DB_MAX_LIFETIME_S", 1800, minimum=1)),
+    )
 
 
 class _Reader:
@@ -209,6 +228,10 @@ class _Reader:
         _check_range(name, value, minimum, maximum)
         return value
 
+    def millis(self, name: str, default: int, *, minimum: int) -> float:
+        """A whole number of milliseconds (the documented unit), returned in seconds."""
+        return self.integer(name, default, minimum=minimum) / 1000
+
     def number(self, name: str, default: float, *, minimum: float | None = None) -> float:
         raw = self._raw(name)
         if raw is None:
@@ -233,18 +256,17 @@ class _Reader:
             return False
         raise ConfigError(name, "expected true or false")
 
-    def choice(self, name: str, options: tuple[_T, ...], default: _T) -> _T:
+    def choice(self, name: str, options: tuple[_T, ...], default: _T, *, lower: bool = False) -> _T:
         raw = self._raw(name)
         if raw is None:
             return default
+        wanted = raw.lower() if lower else raw
         for option in options:
-            if raw == option:
+            if wanted == option:
                 return option
         raise ConfigError(name, f"expected one of {', '.join(options)}, got {raw[:20]!r}")
 
-    def url(
-        self, name: str, *, schemes: tuple[str, ...] = ("postgresql", "postgres")
-    ) -> str | None:
+    def url(self, name: str, *, schemes: tuple[str, ...] = _POSTGRES_SCHEMES) -> str | None:
         raw = self._raw(name)
         if raw is None:
             return None
@@ -255,7 +277,7 @@ class _Reader:
         if raw is None:
             return ()
         urls = [part.strip() for part in raw.split(",") if part.strip()]
-        return tuple(_validate_url(name, url, ("postgresql", "postgres")) for url in urls)
+        return tuple(_validate_url(name, url, _POSTGRES_SCHEMES) for url in urls)
 
 
 def _check_range(name: str, value: float, minimum: float | None, maximum: float | None) -> None:

@@ -18,13 +18,19 @@ from urllib.parse import unquote, urlsplit
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from app.config import Settings
+from app.config import LogLevel, Settings
 from app.redact import redact_text
 
 _MIN_SECRET_LEN = 4  # shorter passwords are still removed from URLs, just not from free text
 _GRANIAN_LOGGERS = ("_granian", "granian.access")
 # Raised by the lifespan after it logged one clear line; its traceback would only repeat it.
 QUIET_STARTUP_ERROR = "StartupAborted"
+_LEVELS: dict[LogLevel, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def configure_logging(settings: Settings) -> None:
@@ -46,7 +52,7 @@ def configure_logging(settings: Settings) -> None:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     structlog.configure(
         processors=[*shared, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[settings.log_level]),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         # Cached loggers ignore later configuration, which tests rely on (capture_logs).
         cache_logger_on_first_use=settings.app_env != "test",
@@ -60,7 +66,7 @@ def configure_logging(settings: Settings) -> None:
     )
     root = logging.getLogger()
     root.handlers = [handler]
-    root.setLevel(logging.WARNING)
+    root.setLevel(max(logging.WARNING, _LEVELS[settings.log_level]))
     for name in _GRANIAN_LOGGERS:
         granian = logging.getLogger(name)
         if granian.handlers:  # running in a granian worker: same stream, same format
@@ -69,7 +75,8 @@ def configure_logging(settings: Settings) -> None:
 
 
 def _secrets_of(settings: Settings) -> tuple[str, ...]:
-    urls: Iterable[str | None] = (settings.database_url, *settings.replica_urls, settings.redis_url)
+    database = settings.database
+    urls: Iterable[str | None] = (database.url, *database.replica_urls, settings.redis_url)
     found: set[str] = set()
     for url in urls:
         if not url:

@@ -1,4 +1,7 @@
-"""`create_app(settings)`: the Litestar application with its data layer and endpoints."""
+"""`create_app(settings)`: the composition root. It builds the data layer, the probes and the
+metrics files, hands them to the process's lifecycle in start order, and wires routes,
+dependencies, middleware and error handlers into one Litestar application. The pools open in
+the lifespan, not here."""
 
 from __future__ import annotations
 
@@ -14,27 +17,42 @@ from app.api.dependencies import DEPENDENCIES
 from app.api.problems import EXCEPTION_HANDLERS
 from app.api.users import UserController
 from app.config import Settings
-from app.lifecycle import Lifecycle, make_lifespan
+from app.db.database import Database
 from app.logging import configure_logging
 from app.ops.health import HealthController
 from app.ops.http_metrics import HttpMetricsMiddleware
-from app.ops.prometheus import MetricsController
+from app.ops.prometheus import MetricsController, MetricsFiles
+from app.ops.readiness import Readiness
+from app.process.lifecycle import Lifecycle
 
 REQUEST_MAX_BODY_BYTES = 64 * 1024
 
 
 def create_app(settings: Settings) -> Litestar:
-    """Build the application; the pools open in its lifespan, not here."""
+    """Build the application for `settings` (a `DATABASE_URL` is required by now)."""
     configure_logging(settings)
-    lifecycle = Lifecycle()
+    database = Database(settings)
+    readiness = Readiness(database)
+    lifecycle = Lifecycle(
+        # Started in this order, stopped in the reverse one.
+        [MetricsFiles(settings.server.workers), database, readiness],
+        shutdown_timeout_s=settings.server.shutdown_timeout_s,
+    )
     return Litestar(
         route_handlers=[UserController, ChatController, HealthController, MetricsController],
         middleware=[DefineMiddleware(HttpMetricsMiddleware, lifecycle=lifecycle)],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_consistency_token],
-        lifespan=[make_lifespan(settings, lifecycle)],
-        state=State({"lifecycle": lifecycle, "settings": settings}),
+        lifespan=[lifecycle.lifespan],
+        state=State(
+            {
+                "lifecycle": lifecycle,
+                "settings": settings,
+                "database": database,
+                "readiness": readiness,
+            }
+        ),
         request_max_body_size=REQUEST_MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(
             title="Messenger API",

@@ -9,7 +9,7 @@ from litestar.testing import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from app.migrations import upgrade
+from app.schema.migrate import upgrade
 from tests.support.cluster import TestDatabase, start_test_database, stop_test_database
 
 

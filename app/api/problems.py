@@ -19,7 +19,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
 from app.db.errors import DatabaseUnavailableError, sqlstate_of
-from app.domain.errors import DomainError
+from app.domain.errors import ConflictError, DomainError, ForbiddenError, NotFoundError
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -57,8 +57,24 @@ def problem_response(
     return Response(problem, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+# What each domain outcome means in HTTP; a DomainError not listed is a plain 400.
+DOMAIN_STATUSES: dict[type[DomainError], int] = {
+    NotFoundError: 404,
+    ForbiddenError: 403,
+    ConflictError: 409,
+}
+
+
+def status_of(error: DomainError) -> int:
+    """The HTTP status of a domain outcome."""
+    for cls, status in DOMAIN_STATUSES.items():
+        if isinstance(error, cls):
+            return status
+    return 400
+
+
 def _domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
-    return problem_response(request, exc.status_code, exc.detail, title=exc.title)
+    return problem_response(request, status_of(exc), exc.detail)
 
 
 def _unavailable(

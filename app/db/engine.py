@@ -55,10 +55,10 @@ def create_pool_engine(
     connect_args: dict[str, Any] = {
         "timeout": pool.connect_timeout_s,
         "server_settings": server_settings,
-        "command_timeout": _command_timeout_s(pool.statement_timeout_ms, pgbouncer=pgbouncer),
+        "command_timeout": _command_timeout_s(pool.statement_timeout_s, pgbouncer=pgbouncer),
     }
-    if pool.statement_timeout_ms and not pgbouncer:
-        server_settings["statement_timeout"] = str(pool.statement_timeout_ms)
+    if pool.statement_timeout_s and not pgbouncer:
+        server_settings["statement_timeout"] = str(round(pool.statement_timeout_s * 1000))
     if pgbouncer:
         # No server-side statement cache, and unique names for the statements asyncpg
         # prepares, since consecutive transactions may run on different server connections.
@@ -97,7 +97,7 @@ def asyncpg_url(url: str) -> str:
     return rebuilt
 
 
-def _command_timeout_s(statement_timeout_ms: int, *, pgbouncer: bool) -> float | None:
+def _command_timeout_s(statement_timeout_s: float, *, pgbouncer: bool) -> float | None:
     """asyncpg's client-side bound on each statement (it then sends a cancel request).
 
     Directly connected, the server's `statement_timeout` fires first and this only catches
@@ -105,10 +105,9 @@ def _command_timeout_s(statement_timeout_ms: int, *, pgbouncer: bool) -> float |
     setting cannot be relied on, so this is the statement timeout itself; set it on the
     server too (`ALTER ROLE ... SET statement_timeout`) to stop the statement there.
     """
-    if not statement_timeout_ms:
+    if not statement_timeout_s:
         return None
-    seconds = statement_timeout_ms / 1000
-    return seconds if pgbouncer else seconds + 2
+    return statement_timeout_s if pgbouncer else statement_timeout_s + 2
 
 
 def _ssl_context(mode: SslMode) -> ssl.SSLContext | None:

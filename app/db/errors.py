@@ -1,9 +1,10 @@
 """What the data layer raises, and which driver failures count as transient.
 
-Three questions are answered here, from the exception alone:
+Four questions are answered here, from the exception alone:
 - `is_transient`: a connection-level failure that a retry on a fresh connection can cure;
 - `never_sent`: the statement provably never left the client (safe to retry any write);
-- `is_statement_timeout`: the server (or the client-side bound) gave up on a slow statement.
+- `is_statement_timeout`: the server (or the client-side bound) gave up on a slow statement;
+- `is_unique_violation`: a unique constraint refused the row (a repository's conflict).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _TRANSIENT_SQLSTATES = frozenset(
     }
 )
 _STATEMENT_TIMEOUT = "57014"  # query_canceled (statement_timeout)
+_UNIQUE_VIOLATION = "23505"
 # asyncpg's InterfaceError text when an operation is attempted on a connection it already
 # knows is closed: raised before anything is written to the socket.
 _CLOSED_BEFORE_SEND = "connection is closed"
@@ -117,3 +119,8 @@ def is_statement_timeout(error: BaseException) -> bool:
     if any(isinstance(item, CommandTimeoutError) for item in _chain(error)):
         return True
     return sqlstate_of(error) == _STATEMENT_TIMEOUT
+
+
+def is_unique_violation(error: BaseException) -> bool:
+    """Whether a unique constraint refused the statement's row."""
+    return sqlstate_of(error) == _UNIQUE_VIOLATION

@@ -23,7 +23,7 @@ from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from app.db.engine import CHECKED_IN_AT
-from app.periodic import Periodic
+from app.process.periodic import Periodic
 
 log = structlog.get_logger("app.db.pool")
 
@@ -62,27 +62,26 @@ async def reap_idle(pool: QueuePool, *, min_size: int, idle_timeout_s: float, na
 
 
 class IdleReaper:
-    """Background task trimming each pool back towards its minimum."""
+    """Trims each pool back towards its minimum, every half idle timeout (5 s at most)."""
 
     def __init__(self, pools: list[tuple[str, QueuePool, int]], idle_timeout_s: float) -> None:
         self._pools = pools
         self._idle_timeout_s = idle_timeout_s
         interval = min(max(idle_timeout_s / 2, 0.05), 5.0)
-        self._periodic = Periodic("idle-reaper", interval, self._reap_all)
+        self.periodic = Periodic("idle-reaper", interval, self.reap_all)
+        """Runs `reap_all`; started by the data layer when `enabled`."""
 
-    def start(self) -> None:
-        """Start trimming (no-op when the idle timeout is 0 or the pool layout is unknown)."""
-        if self._idle_timeout_s <= 0 or self._periodic.running:
-            return
+    @property
+    def enabled(self) -> bool:
+        """False when the idle timeout is 0, or (logged) when the pool layout is unknown."""
+        if self._idle_timeout_s <= 0:
+            return False
         if any(_idle_stack(pool) is None for _, pool, _ in self._pools):
             log.warning("idle timeout disabled: unexpected SQLAlchemy pool layout")
-            return
-        self._periodic.start()
+            return False
+        return True
 
-    async def stop(self) -> None:
-        """Stop trimming."""
-        await self._periodic.stop()
-
-    async def _reap_all(self) -> None:
+    async def reap_all(self) -> None:
+        """One pass over every pool."""
         for name, pool, min_size in self._pools:
             await reap_idle(pool, min_size=min_size, idle_timeout_s=self._idle_timeout_s, name=name)

@@ -19,7 +19,6 @@ The byte distance to the primary's position is recorded too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.lsn import parse_lsn
 from app.db.replicas import ReplicaSet, ReplicaState
+from app.process.periodic import Periodic
 
 log = structlog.get_logger("app.db.monitor")
 
@@ -67,7 +67,7 @@ def replica_lag(history: Sequence[Sample], replay_lsn: int, now: float, own_lag_
 
 
 class ReplicaMonitor:
-    """Background task keeping `ReplicaSet` states current."""
+    """Keeps `ReplicaSet` states current, one probe round per interval."""
 
     def __init__(
         self,
@@ -83,24 +83,14 @@ class ReplicaMonitor:
         self._primary_probe = primary_probe
         names = [state.name for state in replicas.states]
         self._probes = dict(zip(names, replica_probes, strict=True))
-        self._interval_s = interval_s
         self._max_lag_s = max_lag_s
         self._probe_timeout_s = probe_timeout_s
         self._history: deque[Sample] = deque(maxlen=_HISTORY_MAX)
-        self._task: asyncio.Task[None] | None = None
+        self.periodic = Periodic("replica-monitor", interval_s, self.probe_all)
+        """Runs `probe_all` every interval; started by the data layer when there are replicas."""
 
-    def start(self) -> None:
-        """Probe every interval in the background from now on (no-op without replicas)."""
-        if self._task is None and len(self._replicas):
-            self._task = asyncio.create_task(self._run(), name="replica-monitor")
-
-    async def stop(self) -> None:
-        """Stop probing, wait for the task to end, and close the probe connections."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def close(self) -> None:
+        """Close the probe connections (the periodic run is stopped first by the owner)."""
         engines = [self._primary_probe, *self._probes.values()]
         await asyncio.gather(*(engine.dispose() for engine in engines), return_exceptions=True)
 
@@ -108,17 +98,6 @@ class ReplicaMonitor:
         """Sample the primary's position, then probe every replica once, concurrently."""
         history = await self._sample_primary()
         await asyncio.gather(*(self._probe(state, history) for state in self._replicas.states))
-
-    async def _run(self) -> None:
-        # Started right after the warm-up probed every replica: the first round waits too.
-        started = time.monotonic()
-        while True:
-            await asyncio.sleep(max(0.0, self._interval_s - (time.monotonic() - started)))
-            started = time.monotonic()
-            try:
-                await self.probe_all()
-            except Exception:  # a monitor that dies silently is worse than one that logs
-                log.exception("replica monitor round failed")
 
     async def _sample_primary(self) -> list[Sample]:
         """This round's view of the primary's positions; empty when it does not answer."""

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from asyncpg import Connection
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,6 +26,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from app.config import PoolSettings
 from app.db import metrics
+from app.db.connection import DriverConnection
 from app.db.errors import CommandTimeoutError, DatabaseUnavailableError, is_transient
 
 _RECENT_WAITS = 1024
@@ -118,12 +118,12 @@ class Pool:
         return self._queue_pool.checkedout()
 
     @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[Connection]:
+    async def acquire(self) -> AsyncIterator[DriverConnection]:
         """Borrow a connection from the SQLAlchemy pool and lend out its asyncpg connection.
 
         The pool's checkout (queueing, timeout, pre-ping, recycling, events) is SQLAlchemy's;
         statements then run on the driver connection itself, which spares each one the Core
-        execution layer (see README, Performance). `DatabaseUnavailableError` when no
+        execution layer (docs/performance.md). `DatabaseUnavailableError` when no
         connection frees up within `DB_POOL_TIMEOUT_MS`. A connection that failed, timed out
         or was cancelled mid-statement is invalidated rather than returned.
         """
@@ -145,11 +145,11 @@ class Pool:
         waited = acquired - started
         self._recent_waits.append(waited)
         self._wait_metric.observe(waited)
-        connection = fairy.driver_connection
+        connection = DriverConnection(fairy.driver_connection)
         try:
             yield connection
         except BaseException as error:
-            if _unusable_after(connection, error):
+            if _unusable_after(connection.driver, error):
                 # Closing does I/O: shielded, so a cancelled request cannot interrupt it.
                 await asyncio.shield(greenlet_spawn(fairy.invalidate, error))
             raise
@@ -244,7 +244,7 @@ class Pool:
         event.listen(self.engine.sync_engine, "close", closed)
 
 
-def _unusable_after(connection: Connection, error: BaseException) -> bool:
+def _unusable_after(connection: Any, error: BaseException) -> bool:
     """Whether a connection must not go back to the pool after `error` escaped its use:
     it is closed, the statement was interrupted (cancelled or timed out client-side, so the
     server may still be busy with it), or the failure was at the connection level."""

@@ -4,8 +4,8 @@
   request already wrote, or when its consistency token is newer than every replica); a read
   that fails on a replica with a connection error moves to the next replica or the writer at
   once, and that replica leaves the rotation until the monitor sees it recover;
-- writes go to the writer; after a write, `consistency_token` holds the primary's WAL
-  position so the response can carry it (`X-Consistency-Token`);
+- writes go to the writer; after a write, `commit_lsn` holds the primary's WAL position so
+  the response can carry it (`app.api.consistency`);
 - transient connection failures are retried with exponential backoff (stamina, 100/200/400 ms
   plus jitter): reads always; writes only when the statement never reached the server or the
   write is idempotent (a retry of a committed, non-idempotent write would duplicate it).
@@ -18,10 +18,10 @@ from typing import NoReturn, TypeVar
 
 import stamina
 import structlog
-from asyncpg import Connection
 from stamina.instrumentation import RetryDetails, set_on_retry_hooks
 
 from app.db import metrics
+from app.db.connection import Connection, DriverConnection, Scalar
 from app.db.database import Database
 from app.db.errors import (
     CommandTimeoutError,
@@ -31,7 +31,7 @@ from app.db.errors import (
     is_transient,
     never_sent,
 )
-from app.db.lsn import format_lsn, parse_lsn
+from app.db.lsn import parse_lsn
 from app.db.pool import Pool
 
 T = TypeVar("T")
@@ -43,7 +43,7 @@ RETRY_JITTER_S = 0.05
 # stamina clamps wait + jitter to the maximum: leave room for the jitter of the last wait.
 RETRY_WAIT_MAX_S = 0.4 + RETRY_JITTER_S
 
-_WAL_POSITION = "SELECT pg_current_wal_lsn()::text"
+_WAL_POSITION: Scalar[int] = Scalar("SELECT pg_current_wal_lsn()::text", parse_lsn)
 
 log = structlog.get_logger("app.db.session")
 
@@ -83,11 +83,6 @@ class DbSession:
         self._min_lsn = min_lsn
         self.wrote = False
         self.commit_lsn: int | None = None
-
-    @property
-    def consistency_token(self) -> str | None:
-        """The primary's WAL position after this request's last write, if it wrote."""
-        return format_lsn(self.commit_lsn) if self.commit_lsn is not None else None
 
     async def read(self, operation: Operation[T]) -> T:
         """Run a read-only `operation` on the right reader, retrying transient failures."""
@@ -169,17 +164,15 @@ class DbSession:
     async def _record_position(self, conn: Connection) -> None:
         """Best effort: the write has committed, so failing here must not fail the request."""
         try:
-            position = await conn.fetchval(_WAL_POSITION)
+            self.commit_lsn = await conn.fetch_scalar(_WAL_POSITION)
         except Exception as error:
             log.warning("consistency token unavailable", error=type(error).__name__)
-            return
-        self.commit_lsn = parse_lsn(str(position))
 
     @property
     def _transactions(self) -> bool:
         """PgBouncer (transaction pooling) may run a statement's prepare and execute on
         different server connections unless they share a transaction."""
-        return self._db.settings.pgbouncer
+        return self._db.settings.database.pgbouncer
 
     def _reader(self, failed: set[str]) -> Pool:
         if self.wrote:
@@ -193,13 +186,13 @@ async def _run(pool: Pool, operation: Operation[T], *, in_transaction: bool) -> 
         return await _execute(conn, operation, in_transaction=in_transaction)
 
 
-async def _execute(conn: Connection, operation: Operation[T], *, in_transaction: bool) -> T:
+async def _execute(conn: DriverConnection, operation: Operation[T], *, in_transaction: bool) -> T:
     """Run `operation` (in a transaction of its own in PgBouncer mode). A client-side command
     timeout becomes `CommandTimeoutError`; the pool then discards the connection, which may
     still be busy cancelling."""
     try:
         if in_transaction:
-            async with conn.transaction(isolation="read_committed"):
+            async with conn.driver.transaction(isolation="read_committed"):
                 return await operation(conn)
         return await operation(conn)
     except TimeoutError as error:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from asyncpg import Connection
-
+from app.db.connection import Connection, Query, Scalar, rows_of
 from app.db.session import DbSession
 from app.domain.errors import NotFoundError
 from app.domain.records import Chat, ChatList
 
+_CHAT = rows_of(Chat)
+# A chat record is the chats row with its member ids (ascending) before `created_at`.
 _MEMBERS_OF_C = "ARRAY(SELECT user_id FROM chat_members WHERE chat_id = c.id ORDER BY user_id)"
+_CHAT_COLUMNS = f"c.id, c.title, {_MEMBERS_OF_C}, c.created_at"
 
 # One statement, atomic on its own: the chat is inserted only when every member exists.
 # $1 title, $2 distinct member ids, $3 their count.
-_CREATE = (
+_CREATE = Query(
     "WITH found AS ("
     "  SELECT id FROM users WHERE id = ANY($2::bigint[])"
     "), c AS ("
@@ -23,16 +25,21 @@ _CREATE = (
     "  INSERT INTO chat_members (chat_id, user_id) SELECT c.id, found.id FROM c, found"
     "  RETURNING user_id"
     ")"
-    " SELECT c.id, c.title, ARRAY(SELECT user_id FROM m ORDER BY user_id), c.created_at FROM c"
+    " SELECT c.id, c.title, ARRAY(SELECT user_id FROM m ORDER BY user_id), c.created_at FROM c",
+    _CHAT,
 )
-_UNKNOWN_USERS = "SELECT ARRAY(SELECT unnest($1::bigint[]) EXCEPT SELECT id FROM users ORDER BY 1)"
-_BY_ID = f"SELECT c.id, c.title, {_MEMBERS_OF_C}, c.created_at FROM chats c WHERE c.id = $1"
-_OF_USER = (
-    f"SELECT c.id, c.title, {_MEMBERS_OF_C}, c.created_at"
-    " FROM chat_members m JOIN chats c ON c.id = m.chat_id"
-    " WHERE m.user_id = $1 ORDER BY c.id"
+_UNKNOWN_USERS = Scalar(
+    "SELECT ARRAY(SELECT unnest($1::bigint[]) EXCEPT SELECT id FROM users ORDER BY 1)",
+    list[int],
 )
-_USER_EXISTS = "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)"
+_BY_ID = Query(f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.id = $1", _CHAT)
+_OF_USER = Query(
+    f"SELECT {_CHAT_COLUMNS}"
+    f" FROM chat_members m JOIN chats c ON c.id = m.chat_id"
+    " WHERE m.user_id = $1 ORDER BY c.id",
+    _CHAT,
+)
+_USER_EXISTS = Scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)", bool)
 
 
 class ChatRepository:
@@ -48,15 +55,14 @@ class ChatRepository:
         wanted = sorted(set(member_ids))
 
         async def insert(conn: Connection) -> Chat | None:
-            row = await conn.fetchrow(_CREATE, title, wanted, len(wanted))
-            return Chat(*row) if row is not None else None
+            return await conn.fetch_one(_CREATE, title, wanted, len(wanted))
 
         chat = await self._db.write(insert)
         if chat is not None:
             return chat
 
         async def unknown(conn: Connection) -> list[int]:
-            return list(await conn.fetchval(_UNKNOWN_USERS, wanted))
+            return await conn.fetch_scalar(_UNKNOWN_USERS, wanted)
 
         missing = await self._db.read(unknown)
         raise NotFoundError(f"unknown member ids: {', '.join(map(str, missing)) or 'none'}")
@@ -65,8 +71,7 @@ class ChatRepository:
         """The chat with `chat_id` and its member ids."""
 
         async def fetch(conn: Connection) -> Chat | None:
-            row = await conn.fetchrow(_BY_ID, chat_id)
-            return Chat(*row) if row is not None else None
+            return await conn.fetch_one(_BY_ID, chat_id)
 
         chat = await self._db.read(fetch)
         if chat is None:
@@ -77,12 +82,12 @@ class ChatRepository:
         """Every chat `user_id` is a member of, ascending by id."""
 
         async def fetch(conn: Connection) -> list[Chat] | None:
-            chats = [Chat(*row) for row in await conn.fetch(_OF_USER, user_id)]
-            if chats:
-                return chats
-            return [] if await conn.fetchval(_USER_EXISTS, user_id) else None
+            found = await conn.fetch_all(_OF_USER, user_id)
+            if found:
+                return found
+            return [] if await conn.fetch_scalar(_USER_EXISTS, user_id) else None
 
-        chats = await self._db.read(fetch)
-        if chats is None:
+        found = await self._db.read(fetch)
+        if found is None:
             raise NotFoundError(f"user {user_id} does not exist")
-        return ChatList(items=chats)
+        return ChatList(items=found)

@@ -2,31 +2,39 @@
 
 from __future__ import annotations
 
-from asyncpg import Connection
-
+from app.db.connection import Connection, Query, Scalar, rows_of
 from app.db.session import DbSession
 from app.domain.errors import ConflictError, ForbiddenError, NotFoundError
 from app.domain.records import Message, MessagePage
+from app.schema.tables import column_list, messages
 
 MAX_ID = 2**63 - 1
-_COLUMNS = "id, chat_id, sender_id, body, client_msg_id, created_at"
+_MESSAGE = rows_of(Message)
+_COLUMNS = column_list(messages)
 
 # Membership check and insert in one statement; a repeated client_msg_id inserts nothing.
 # $1 chat_id, $2 sender_id, $3 body, $4 client_msg_id.
-_SEND = (
+_SEND = Query(
     "INSERT INTO messages (chat_id, sender_id, body, client_msg_id)"
     " SELECT $1, $2, $3, $4"
     " WHERE EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2)"
     " ON CONFLICT (sender_id, client_msg_id) DO NOTHING"
-    f" RETURNING {_COLUMNS}"
+    f" RETURNING {_COLUMNS}",
+    _MESSAGE,
 )
-_STORED = f"SELECT {_COLUMNS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2"
-_WHY_NOT_SENT = (
+_STORED = Query(
+    f"SELECT {_COLUMNS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2", _MESSAGE
+)
+_WHY_NOT_SENT = Query(
     "SELECT EXISTS (SELECT 1 FROM chats WHERE id = $1),"
-    " EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2)"
+    " EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2)",
+    lambda row: (bool(row[0]), bool(row[1])),
 )
-_PAGE = f"SELECT {_COLUMNS} FROM messages WHERE chat_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-_CHAT_EXISTS = "SELECT EXISTS (SELECT 1 FROM chats WHERE id = $1)"
+_PAGE = Query(
+    f"SELECT {_COLUMNS} FROM messages WHERE chat_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+    _MESSAGE,
+)
+_CHAT_EXISTS = Scalar("SELECT EXISTS (SELECT 1 FROM chats WHERE id = $1)", bool)
 
 
 class MessageRepository:
@@ -48,8 +56,7 @@ class MessageRepository:
         """
 
         async def insert(conn: Connection) -> Message | None:
-            row = await conn.fetchrow(_SEND, chat_id, sender_id, body, client_msg_id)
-            return Message(*row) if row is not None else None
+            return await conn.fetch_one(_SEND, chat_id, sender_id, body, client_msg_id)
 
         message = await self._db.write(insert, idempotent=client_msg_id is not None)
         if message is not None:
@@ -65,10 +72,10 @@ class MessageRepository:
         below = MAX_ID if before is None else before
 
         async def fetch(conn: Connection) -> list[Message] | None:
-            items = [Message(*row) for row in await conn.fetch(_PAGE, chat_id, below, limit + 1)]
+            items = await conn.fetch_all(_PAGE, chat_id, below, limit + 1)
             if items:
                 return items
-            return [] if await conn.fetchval(_CHAT_EXISTS, chat_id) else None
+            return [] if await conn.fetch_scalar(_CHAT_EXISTS, chat_id) else None
 
         items = await self._db.read(fetch)
         if items is None:
@@ -84,13 +91,13 @@ async def _explain_unsent(
 ) -> Message:
     """Nothing was inserted: the stored message of this key, or why not (403/404/409)."""
     if client_msg_id is not None:
-        row = await conn.fetchrow(_STORED, sender_id, client_msg_id)
-        if row is not None:
-            stored = Message(*row)
+        stored = await conn.fetch_one(_STORED, sender_id, client_msg_id)
+        if stored is not None:
             if stored.chat_id != chat_id or stored.body != body:
                 raise ConflictError("client_msg_id was already used for a different message")
             return stored
-    chat_exists, is_member = await conn.fetchrow(_WHY_NOT_SENT, chat_id, sender_id)
+    reasons = await conn.fetch_one(_WHY_NOT_SENT, chat_id, sender_id)
+    chat_exists, is_member = reasons if reasons is not None else (False, False)
     if not chat_exists:
         raise NotFoundError(f"chat {chat_id} does not exist")
     if not is_member:

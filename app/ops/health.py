@@ -12,9 +12,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery
 
 from app.api.problems import problem_responses
-from app.lifecycle import Lifecycle, Phase
 from app.ops.readiness import Readiness
 from app.ops.snapshot import metrics_snapshot
+from app.process.lifecycle import Lifecycle, Phase
 
 HEALTH_JSON = "application/health+json"
 _NO_STORE = {"Cache-Control": "no-store"}

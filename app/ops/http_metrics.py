@@ -17,7 +17,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Gauge, Histogram
 
-from app.lifecycle import Lifecycle
+from app.process.lifecycle import Lifecycle
 
 APP_NAME = "messenger"
 _LABELS = ("app_name", "method", "path", "status_code")

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import os
 
+import structlog
 from litestar import Controller, MediaType, Request, Response, get
 from litestar.datastructures import State
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from prometheus_client.exposition import choose_encoder
 
 from app.db.database import Database
-from app.ops.gauges import publish
-from app.ops.multiproc import MULTIPROC_ENV
+from app.process.multiproc import MULTIPROC_ENV, multiprocess_enabled
 
-
-def multiprocess_enabled() -> bool:
-    """Whether this process writes its samples to the shared directory."""
-    return bool(os.environ.get(MULTIPROC_ENV))
+log = structlog.get_logger("app.ops.prometheus")
 
 
 def exposition(accept: str | None) -> tuple[bytes, str]:
@@ -37,10 +34,28 @@ def exposition(accept: str | None) -> tuple[bytes, str]:
     return encoder(registry), content_type
 
 
-def mark_worker_stopped() -> None:
-    """Remove this worker's live gauges from the shared directory (counters stay summed)."""
-    if multiprocess_enabled():
-        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+class MetricsFiles:
+    """The worker's share of the multiprocess metrics directory, as a lifecycle component."""
+
+    name = "metrics"
+
+    def __init__(self, workers: int) -> None:
+        self._workers = workers
+
+    async def start(self) -> None:
+        """Warn when several workers would each answer scrapes with their own numbers."""
+        if self._workers > 1 and not multiprocess_enabled():
+            log.warning(
+                "several workers but no shared metrics directory: /metrics describes only the"
+                " worker that answers",
+                workers=self._workers,
+                set=MULTIPROC_ENV,
+            )
+
+    async def stop(self) -> None:
+        """Remove this worker's live gauges from the directory (its counters stay summed)."""
+        if multiprocess_enabled():
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 class MetricsController(Controller):
@@ -60,6 +75,6 @@ class MetricsController(Controller):
     ) -> Response[bytes]:
         database: Database | None = getattr(state, "database", None)
         if database is not None:
-            publish(database)
+            database.publish_metrics()
         body, content_type = exposition(request.headers.get("accept"))
         return Response(body, headers={"Content-Type": content_type})

@@ -106,7 +106,12 @@ class _RedisPing:
 
 
 class Readiness:
-    """Runs the checks of one application: writer, replicas, Redis when configured."""
+    """Runs the checks of one application: writer, replicas, Redis when configured.
+
+    A lifecycle component: it has nothing to start, and stops its checks and Redis client.
+    """
+
+    name = "readiness"
 
     def __init__(self, database: Database, timeout_s: float = CHECK_TIMEOUT_S) -> None:
         self._database = database
@@ -128,7 +133,10 @@ class Readiness:
         elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
         return ReadinessReport(overall(checks), checks, elapsed_ms)
 
-    async def aclose(self) -> None:
+    async def start(self) -> None:
+        """Nothing to open: the checks borrow from the data layer's pools."""
+
+    async def stop(self) -> None:
         """Cancel checks still running (a hung server) and close the Redis client."""
         for task in self._running.values():
             task.cancel()
@@ -175,7 +183,7 @@ class Readiness:
         return CheckResult("pass", latency, "ms", "datastore")
 
     async def _replica_check(self, state: ReplicaState) -> CheckResult:
-        max_lag = self._database.settings.replica_max_lag_s
+        max_lag = self._database.settings.monitor.max_lag_s
         lag = round(state.lag_seconds, 3)
         try:
             latency = await self._ping(state.pool)

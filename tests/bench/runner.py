@@ -18,7 +18,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from app.db.embedded import Node
+from app.dev.cluster import Node
 from tests.bench import report
 from tests.bench.load import Result, Run, ensure_wrk, run_wrk
 from tests.bench.seed import BenchCluster, DataSet

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import psutil
 
-from app.db.embedded import EmbeddedCluster, Node
-from app.migrations import upgrade
+from app.dev.cluster import EmbeddedCluster, Node
+from app.schema.migrate import upgrade
 from tests.bench.servers import cpu_seconds
 
 

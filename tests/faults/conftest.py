@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from app.db.embedded import EmbeddedCluster
-from app.migrations import upgrade
+from app.dev.cluster import EmbeddedCluster
+from app.schema.migrate import upgrade
 from tests.support.cluster import TestDatabase, fetchval
 
 

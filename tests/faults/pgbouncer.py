@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from app.db.embedded import SYSTEM_USER
+from app.dev.cluster import SYSTEM_USER
 from tests.support.cluster import wait_until
 from tests.support.server import free_port
 

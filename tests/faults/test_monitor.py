@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 from app.config import Settings
 from app.db.database import Database
-from app.db.embedded import EmbeddedCluster
+from app.dev.cluster import EmbeddedCluster
 from tests.faults.helpers import query, wait_for
 from tests.support.cluster import TestDatabase, fetchval
 
@@ -25,11 +25,11 @@ _NAIVE_LAG = "SELECT EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())
 async def monitored(database: TestDatabase, **env: str) -> AsyncIterator[Database]:
     settings = {"DB_REPLICA_CHECK_INTERVAL_MS": "100", "DB_POOL_MIN": "0"}
     db = Database(Settings.from_env(database.env(**{**settings, **env})))
-    await db.warm_up()
+    await db.start()
     try:
         yield db
     finally:
-        await db.dispose(5)
+        await db.stop()
 
 
 @pytest.fixture

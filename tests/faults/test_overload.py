@@ -12,16 +12,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from asyncpg import Connection
 from litestar.testing import TestClient
 
 from app.config import Settings
+from app.db.connection import Connection
 from app.db.database import Database
 from app.db.session import DbSession
 from tests.conftest import make_client
 from tests.faults.helpers import ACTIVE_QUERIES, TableLock, query, wait_for, wait_lock_waiters
 from tests.support.api import assert_problem, create_user
 from tests.support.cluster import TestDatabase, fetchval
+from tests.support.driver import SELECT_ONE, driver
 
 _PRIMARY = "messenger-primary"
 _PIDS = "SELECT array_agg(pid ORDER BY pid) FROM pg_stat_activity WHERE application_name = $1"
@@ -86,11 +87,11 @@ async def test_a_cancelled_request_returns_its_connection(database: TestDatabase
         database.env(DATABASE_REPLICA_URLS="", DB_POOL_MIN="1", DB_POOL_MAX="1")
     )
     db = Database(settings)
-    await db.warm_up()
+    await db.start()
     try:
 
         async def sleep(conn: Connection) -> None:
-            await conn.execute("SELECT pg_sleep(3)")
+            await driver(conn).execute("SELECT pg_sleep(3)")
 
         task = asyncio.create_task(DbSession(db).read(sleep))
 
@@ -111,8 +112,8 @@ async def test_a_cancelled_request_returns_its_connection(database: TestDatabase
         assert time.monotonic() - started < 2.5
 
         async def one(conn: Connection) -> int:
-            return int(await conn.fetchval("SELECT 1"))
+            return await conn.fetch_scalar(SELECT_ONE)
 
         assert await DbSession(db).read(one) == 1
     finally:
-        await db.dispose(5)
+        await db.stop()

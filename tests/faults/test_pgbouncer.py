@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from app.db.embedded import EmbeddedCluster
+from app.dev.cluster import EmbeddedCluster
 from tests.faults.helpers import LOCK_WAITERS, TableLock
 from tests.faults.pgbouncer import PgBouncer, pgbouncer_binary
 from tests.support.cluster import TestDatabase, fetchval, wait_until

@@ -13,8 +13,8 @@ import pytest
 from litestar.testing import TestClient
 
 from app.db.database import Database
-from app.db.embedded import EmbeddedCluster
 from app.db.lsn import parse_lsn
+from app.dev.cluster import EmbeddedCluster
 from tests.conftest import make_client
 from tests.faults.helpers import replay_paused
 from tests.support.api import create_chat, create_user
@@ -95,5 +95,5 @@ def test_every_write_answers_with_a_token_and_reads_do_not(client: TestClient) -
     token = response.headers["x-consistency-token"]
     assert parse_lsn(token) > 0
     assert "x-consistency-token" not in client.get(f"/users/{user['id']}").headers
-    position = fetchval(client.app.state.settings.database_url, "SELECT pg_current_wal_lsn()::text")
+    position = fetchval(client.app.state.settings.database.url, "SELECT pg_current_wal_lsn()::text")
     assert parse_lsn(position) >= parse_lsn(token)

@@ -13,15 +13,16 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
-from asyncpg import Connection
 from prometheus_client import REGISTRY
 
 from app.config import Settings
+from app.db.connection import Connection
 from app.db.database import Database
 from app.db.errors import DatabaseUnavailableError
 from app.db.session import DbSession
 from tests.faults.helpers import query, wait_for
 from tests.support.cluster import TestDatabase
+from tests.support.driver import SELECT_ONE, driver
 from tests.support.server import free_port
 
 pytestmark = pytest.mark.anyio
@@ -35,11 +36,11 @@ _COUNT = "SELECT count(*) FROM users WHERE username = $1"
 @asynccontextmanager
 async def open_database(database: TestDatabase, **env: str) -> AsyncIterator[Database]:
     db = Database(Settings.from_env(database.env(**env)))
-    await db.warm_up()
+    await db.start()
     try:
         yield db
     finally:
-        await db.dispose(5)
+        await db.stop()
 
 
 def _name() -> str:
@@ -56,8 +57,8 @@ async def test_a_write_that_may_have_committed_is_not_retried(database: TestData
     async def insert_then_lose_the_connection(conn: Connection) -> None:
         nonlocal attempts
         attempts += 1
-        await conn.execute(_INSERT, name)  # autocommit: committed here
-        await conn.execute(_KILL_SELF)
+        await driver(conn).execute(_INSERT, name)  # autocommit: committed here
+        await driver(conn).execute(_KILL_SELF)
 
     async with open_database(database, DATABASE_REPLICA_URLS="") as db:
         with pytest.raises(DatabaseUnavailableError):
@@ -72,9 +73,9 @@ async def test_an_idempotent_write_is_retried_and_stored_once(database: TestData
     async def insert_once(conn: Connection) -> str:
         nonlocal attempts
         attempts += 1
-        await conn.execute(_INSERT_ONCE, name)
+        await driver(conn).execute(_INSERT_ONCE, name)
         if attempts == 1:
-            await conn.execute(_KILL_SELF)
+            await driver(conn).execute(_KILL_SELF)
         return name
 
     async with open_database(database, DATABASE_REPLICA_URLS="") as db:
@@ -91,17 +92,17 @@ async def test_a_write_on_a_connection_already_closed_is_retried(database: TestD
     async def insert(conn: Connection) -> None:
         nonlocal attempts
         attempts += 1
-        await conn.execute(_INSERT, name)
+        await driver(conn).execute(_INSERT, name)
 
     env = {"DATABASE_REPLICA_URLS": "", "DB_POOL_MIN": "1", "DB_POOL_MAX": "1"}
     async with open_database(database, **env) as db:
         async with db.writer.acquire() as conn:
-            driver = conn
-        pid = driver.get_server_pid()
+            lent = conn.driver
+        pid = lent.get_server_pid()
         await query(database.primary_url, "SELECT pg_terminate_backend($1)", pid)
 
         async def driver_saw_it() -> bool:
-            return bool(driver.is_closed())
+            return bool(lent.is_closed())
 
         await wait_for(driver_saw_it, 5, "the pooled connection to notice its end")
         await DbSession(db).write(insert)
@@ -117,12 +118,12 @@ async def test_query_errors_and_statement_timeouts_are_not_retried(
     async def slow(conn: Connection) -> None:
         nonlocal attempts
         attempts += 1
-        await conn.execute("SELECT pg_sleep(2)")
+        await driver(conn).execute("SELECT pg_sleep(2)")
 
     async def broken(conn: Connection) -> None:
         nonlocal attempts
         attempts += 1
-        await conn.execute("SELEC 1")
+        await driver(conn).execute("SELEC 1")
 
     env = {"DATABASE_REPLICA_URLS": "", "DB_STATEMENT_TIMEOUT_MS": "100"}
     async with open_database(database, **env) as db:
@@ -140,7 +141,7 @@ async def test_query_errors_and_statement_timeouts_are_not_retried(
 
 
 async def _select_one(conn: Connection) -> int:
-    return int(await conn.fetchval("SELECT 1"))
+    return await conn.fetch_scalar(SELECT_ONE)
 
 
 async def test_an_unreachable_writer_is_retried_three_times_with_backoff(
@@ -158,7 +159,7 @@ async def test_an_unreachable_writer_is_retried_three_times_with_backoff(
             await DbSession(db).read(_select_one)
         elapsed = time.monotonic() - started
     finally:
-        await db.dispose(5)
+        await db.stop()
     assert _retries("primary") == before + 3
     print(f"\n[timing] unreachable writer: 4 attempts answered 503 after {elapsed * 1000:.0f} ms")
     assert 0.7 <= elapsed < 1.2

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.db.embedded import EmbeddedCluster
+from app.dev.cluster import EmbeddedCluster
 from tests.faults.helpers import log_events
 from tests.faults.traffic import Outcome, Traffic, between, summary
 from tests.support.cluster import TestDatabase, fetchval, wait_until

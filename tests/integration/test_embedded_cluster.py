@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.db.embedded import SYSTEM_USER, EmbeddedCluster, bin_dir
+from app.dev.cluster import SYSTEM_USER, EmbeddedCluster, bin_dir
 from tests.support.cluster import TestDatabase, fetchval
 
 pytestmark = pytest.mark.slow

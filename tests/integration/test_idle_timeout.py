@@ -18,7 +18,7 @@ _ALIVE = "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])"
 async def _alive(database: Database, pids: list[int]) -> int:
     async with database.writer.acquire() as conn:
         # This probe borrows a connection itself; count only the burst's backends.
-        return int(await conn.fetchval(_ALIVE, pids))
+        return int(await conn.driver.fetchval(_ALIVE, pids))
 
 
 async def _scenario(settings: Settings) -> tuple[int, int, int]:
@@ -32,7 +32,7 @@ async def _scenario(settings: Settings) -> tuple[int, int, int]:
 
     async def hold() -> None:
         async with database.writer.acquire() as conn:
-            pids.append(int(await conn.fetchval("SELECT pg_backend_pid()")))
+            pids.append(int(await conn.driver.fetchval("SELECT pg_backend_pid()")))
             await all_holding.wait()
             await release.wait()
 
@@ -42,20 +42,20 @@ async def _scenario(settings: Settings) -> tuple[int, int, int]:
     await asyncio.gather(*holders)
     after_burst = database.writer.snapshot().total
     reaper = IdleReaper([("primary", pool, 2)], idle_timeout_s=0.3)
-    reaper.start()
+    reaper.periodic.start()
     deadline = time.monotonic() + 10
     try:
         while database.writer.snapshot().total > 2 and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
     finally:
-        await reaper.stop()
+        await reaper.periodic.stop()
     trimmed = database.writer.snapshot().total
     # Backends leave pg_stat_activity shortly after their client hangs up; wait for that.
     alive = await _alive(database, pids)
     while alive > 2 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
         alive = await _alive(database, pids)
-    await database.dispose(5)
+    await database.stop()
     return after_burst, trimmed, alive
 
 
@@ -72,9 +72,9 @@ def test_idle_surplus_is_closed_down_to_the_minimum(database: TestDatabase) -> N
 
 
 async def _service_scenario(settings: Settings) -> tuple[int, int]:
-    """Through `Database.warm_up`, as the service starts it: the reaper runs by itself."""
+    """Through `Database.start`, as the service starts it: the reaper runs by itself."""
     database = Database(settings)
-    await database.warm_up()
+    await database.start()
     try:
         release = asyncio.Event()
         all_holding = asyncio.Barrier(5)
@@ -94,7 +94,7 @@ async def _service_scenario(settings: Settings) -> tuple[int, int]:
             await asyncio.sleep(0.05)
         return peak, database.writer.snapshot().total
     finally:
-        await database.dispose(5)
+        await database.stop()
 
 
 def test_the_service_trims_idle_connections_after_db_idle_timeout_ms(

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.migrations import downgrade, upgrade
+from app.schema.migrate import downgrade, upgrade
 from tests.support.cluster import TestDatabase, fetchval
 
 _TABLES = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = ANY($1)"

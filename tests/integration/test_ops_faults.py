@@ -17,7 +17,7 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from app.db.embedded import EmbeddedCluster, Node
+from app.dev.cluster import EmbeddedCluster, Node
 from tests.conftest import make_client
 from tests.support.api import create_user
 from tests.support.cluster import TestDatabase, paused, wait_until

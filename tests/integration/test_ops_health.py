@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from litestar.testing import TestClient
 
-from app.lifecycle import Lifecycle, Phase
-from app.ops.signals import install_drain_handlers
+from app.process.lifecycle import Lifecycle, Phase
+from app.process.signals import install_drain_handlers
 from tests.conftest import make_client
 from tests.support.cluster import TestDatabase
 

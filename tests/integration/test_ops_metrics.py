@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 from app.config import Settings
 from app.db.database import Database
 from app.main import create_app
-from app.ops.multiproc import multiprocess_dir
+from app.process.multiproc import multiprocess_dir
 from tests.support.cluster import TestDatabase, wait_until
 
 POOL_NAMES = {"primary", "replica-0", "replica-1"}
@@ -61,7 +61,9 @@ def test_pool_metrics_use_the_opentelemetry_names(
         idle = value(samples, "db_client_connections", pool_name=pool, state="idle")
         used = value(samples, "db_client_connections", pool_name=pool, state="used")
         assert idle + used >= 1
-        expected_max = settings.pool_max if pool == "primary" else settings.replica_pool_max
+        expected_max = (
+            settings.writer_pool if pool == "primary" else settings.replica_pool
+        ).max_size
         assert value(samples, "db_client_connection_max", pool_name=pool) == expected_max
         assert value(samples, "db_client_connection_pending_requests", pool_name=pool) == 0
         assert samples["db_client_connection_timeouts_total"] is not None
@@ -229,7 +231,7 @@ def _app_holding_a_connection(database: TestDatabase, seconds: float, **env: str
     async def hold(state: State) -> dict[str, bool]:
         db: Database = state.database
         async with db.writer.acquire() as conn:
-            await conn.execute("SELECT pg_sleep($1)", seconds)
+            await conn.driver.execute("SELECT pg_sleep($1)", seconds)
         return {"ok": True}
 
     app.register(hold)

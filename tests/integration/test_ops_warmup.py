@@ -13,8 +13,8 @@ from litestar.testing import TestClient
 from structlog.testing import capture_logs
 
 from app.config import Settings
-from app.lifecycle import StartupAborted
 from app.main import create_app
+from app.process.lifecycle import StartupAborted
 from tests.conftest import make_client
 from tests.support.cluster import TestDatabase, fetchval, wait_until
 from tests.support.server import free_port

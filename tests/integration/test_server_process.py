@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.db.embedded import EmbeddedCluster
+from app.dev.cluster import EmbeddedCluster
 from tests.support.cluster import TestDatabase, wait_until
 from tests.support.server import ROOT, ServerProcess, free_port
 

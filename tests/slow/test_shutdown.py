@@ -91,7 +91,7 @@ class HeldLock:
         conn = await asyncpg.connect(self._url, timeout=5)
         try:
             async with conn.transaction():
-                await conn.execute("LOCK TABLE users IN SHARE MODE")
+                await conn.driver.execute("LOCK TABLE users IN SHARE MODE")
                 self._locked.set()
                 await asyncio.get_running_loop().run_in_executor(None, self._release.wait, 60)
         finally:

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import psutil
 
-from app.db.embedded import EmbeddedCluster, Node
+from app.dev.cluster import EmbeddedCluster, Node
 
 
 @dataclass

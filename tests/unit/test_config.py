@@ -12,21 +12,27 @@ URL = "postgresql://app:S3cret-Pw@db.internal:5432/messenger"
 def test_defaults_for_development() -> None:
     settings = Settings.from_env({})
     assert settings.app_env == "development"
-    assert settings.database_url is None
-    assert settings.replica_urls == ()
-    assert settings.sslmode == "disable"
-    assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
-    assert settings.pool_timeout_ms == 2000
-    assert settings.statement_timeout_ms == 5000
-    assert settings.replica_max_lag_s == 10.0
-    assert settings.pgbouncer is False
+    assert settings.log_level == "info"
+    assert settings.database.url is None
+    assert settings.database.replica_urls == ()
+    assert settings.database.sslmode == "disable"
+    assert settings.database.pgbouncer is False
+    server = settings.server
+    assert (server.host, server.port, server.workers) == ("127.0.0.1", 8000, 1)
+    assert settings.writer_pool.timeout_s == 2.0
+    assert settings.writer_pool.statement_timeout_s == 5.0
+    assert (settings.writer_pool.min_size, settings.writer_pool.max_size) == (4, 32)
+    assert (settings.replica_pool.min_size, settings.replica_pool.max_size) == (4, 10)
+    assert settings.monitor.max_lag_s == 10.0
+    assert settings.monitor.interval_s == 1.0
+    assert settings == Settings(), "the dataclass defaults are the documented ones"
 
 
 def test_production_requires_database_url_and_defaults_to_verify_full() -> None:
     with pytest.raises(ConfigError, match=r"^DATABASE_URL: required"):
         Settings.from_env({"APP_ENV": "production"})
     settings = Settings.from_env({"APP_ENV": "production", "DATABASE_URL": URL})
-    assert settings.sslmode == "verify-full"
+    assert settings.database.sslmode == "verify-full"
 
 
 def test_replica_urls_comma_separated_and_single() -> None:
@@ -37,7 +43,7 @@ def test_replica_urls_comma_separated_and_single() -> None:
             "DATABASE_REPLICA_URL": "postgresql://r2/db",
         }
     )
-    assert settings.replica_urls == (
+    assert settings.database.replica_urls == (
         "postgresql://r0/db",
         "postgresql://r1/db",
         "postgresql://r2/db",
@@ -86,6 +92,7 @@ def test_pool_settings_map_to_both_pools() -> None:
         ),
         ({"DATABASE_REPLICA_URLS": "postgresql://r/db"}, "DATABASE_REPLICA_URLS"),
         ({"REDIS_URL": "postgresql://u:S3cret-Pw@h/db"}, "REDIS_URL"),
+        ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
     ],
 )
 def test_bad_values_name_the_variable_and_hide_secrets(env: dict[str, str], variable: str) -> None:
@@ -96,12 +103,25 @@ def test_bad_values_name_the_variable_and_hide_secrets(env: dict[str, str], vari
     assert "S3cret-Pw" not in str(caught.value)
 
 
-def test_describe_redacts_every_url() -> None:
+def test_units_are_converted_once_to_seconds() -> None:
     settings = Settings.from_env(
         {
-            "DATABASE_URL": URL,
-            "DATABASE_REPLICA_URLS": "postgresql://app:S3cret-Pw@replica/messenger",
-            "REDIS_URL": "redis://:S3cret-Pw@cache:6379/0",
+            "DB_CONNECT_TIMEOUT_MS": "1500",
+            "DB_STATEMENT_TIMEOUT_MS": "0",
+            "DB_MAX_LIFETIME_S": "60",
+            "DB_REPLICA_CHECK_INTERVAL_MS": "250",
+            "DB_WAIT_FOR_PRIMARY_S": "2.5",
+            "SHUTDOWN_TIMEOUT_S": "3",
         }
     )
-    assert "S3cret-Pw" not in repr(settings.describe())
+    assert settings.writer_pool.connect_timeout_s == 1.5
+    assert settings.replica_pool.statement_timeout_s == 0.0
+    assert settings.replica_pool.max_lifetime_s == 60.0
+    assert settings.monitor.interval_s == 0.25
+    assert settings.database.wait_for_primary_s == 2.5
+    assert settings.server.shutdown_timeout_s == 3.0
+
+
+@pytest.mark.parametrize(("raw", "level"), [("debug", "debug"), ("WARNING", "warning")])
+def test_log_level(raw: str, level: str) -> None:
+    assert Settings.from_env({"LOG_LEVEL": raw}).log_level == level

@@ -1,4 +1,4 @@
-"""Initial schema: users, chats, chat_members, messages (DESIGN section 5).
+"""Initial schema: users, chats, chat_members, messages.
 
 Revision ID: 0001
 Revises:

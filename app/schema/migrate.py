@@ -1,4 +1,9 @@
-"""Apply Alembic migrations programmatically (used by `just migrate`, `just run` and tests)."""
+"""Apply the Alembic migrations programmatically (`messenger migrate`, `just run`, tests).
+
+The Alembic environment lives beside this module (`migrations/`), inside the package, so an
+installed wheel can migrate without the repository's `alembic.ini` (which exists for people
+who run the `alembic` command itself).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,14 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config(database_url: str) -> Config:
-    """An Alembic config bound to `database_url`, not to anything in alembic.ini."""
-    config = Config(str(ALEMBIC_INI))
+    """An Alembic config bound to `database_url`, not to anything in a file."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
     config.attributes["database_url"] = database_url
     config.attributes["configure_logging"] = False
     return config

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.config import ConfigError, Settings
 from app.db.engine import asyncpg_url
-from app.domain.tables import metadata
+from app.schema.tables import metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -22,7 +22,7 @@ target_metadata = metadata
 
 
 def _database_url() -> str:
-    url = config.attributes.get("database_url") or Settings.from_env().database_url
+    url = config.attributes.get("database_url") or Settings.from_env().database.url
     if not url:
         raise ConfigError("DATABASE_URL", "is required to run migrations")
     return asyncpg_url(str(url))

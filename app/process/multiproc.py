@@ -7,12 +7,18 @@ should start fast and leave Litestar and SQLAlchemy to the workers.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_enabled() -> bool:
+    """Whether this process writes its metric samples to the shared directory."""
+    return bool(os.environ.get(MULTIPROC_ENV))
 
 
 @contextlib.contextmanager

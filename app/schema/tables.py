@@ -1,4 +1,4 @@
-"""The schema as SQLAlchemy metadata (DESIGN section 5); migrations create it in Alembic."""
+"""The schema as SQLAlchemy Core metadata: what the repositories and migrations follow."""
 
 from __future__ import annotations
 
@@ -77,3 +77,12 @@ messages = Table(
     UniqueConstraint("sender_id", "client_msg_id"),
     Index("ix_messages_chat_id_id", "chat_id", text("id DESC")),
 )
+
+
+def column_list(table: Table) -> str:
+    """The table's columns in definition order, as a SQL select list (`id, username, ...`).
+
+    Repositories select with it and build their records positionally, so a record's fields
+    follow the table's column order (checked by `tests/unit/test_schema.py`).
+    """
+    return ", ".join(column.name for column in table.columns)

@@ -1,9 +1,15 @@
-"""A background task that runs one step on an interval until stopped."""
+"""The one runner of every background loop (replica monitor, idle reaper, gauge publisher).
+
+Steps start on a fixed cadence measured from the start, not from the end of the previous
+step, so a 30 ms probe does not turn a 1 s interval into 1.03 s (drift-free). A step that
+overruns its interval skips the ticks it missed instead of running them back to back.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -15,22 +21,25 @@ class Periodic:
     """Runs `step` every `interval_s`; a failing step is logged, and the next one still runs."""
 
     def __init__(self, name: str, interval_s: float, step: Callable[[], Awaitable[None]]) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
         self.name = name
-        self._interval_s = interval_s
+        self.interval_s = interval_s
         self._step = step
         self._task: asyncio.Task[None] | None = None
 
     @property
     def running(self) -> bool:
+        """Whether the loop is started."""
         return self._task is not None
 
     def start(self) -> None:
-        """Start (no-op when already running)."""
+        """Start; the first step runs one interval from now (no-op when already running)."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
-        """Cancel the task and wait for it to end."""
+        """Cancel the loop and wait for it to end."""
         if self._task is None:
             return
         self._task.cancel()
@@ -39,9 +48,20 @@ class Periodic:
         self._task = None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.interval_s
         while True:
-            await asyncio.sleep(self._interval_s)
+            await asyncio.sleep(max(0.0, due - loop.time()))
             try:
                 await self._step()
             except Exception:  # a background loop that dies silently is worse than one that logs
                 log.exception("periodic step failed", task=self.name)
+            due = next_due(due, loop.time(), self.interval_s)
+
+
+def next_due(due: float, now: float, interval_s: float) -> float:
+    """The tick after `due` that is still ahead of `now` (missed ticks are skipped)."""
+    following = due + interval_s
+    if following > now:
+        return following
+    return following + math.ceil((now - following) / interval_s) * interval_s
