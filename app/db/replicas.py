@@ -99,10 +99,6 @@ class ReplicaSet:
                 best, best_load = state, load
         return best.pool if best is not None else None
 
-    def healthy_count(self) -> int:
-        """How many replicas are in rotation."""
-        return sum(1 for state in self.states if state.healthy)
-
     def report_failure(self, pool: Pool, reason: str) -> None:
         """A read failed on `pool` with a connection error: take it out until the monitor
         sees it recover."""
