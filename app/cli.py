@@ -1,4 +1,5 @@
-"""Command line (`messenger`, or `python -m app`): `serve`, `migrate`, `db up|down|env`.
+"""Command line (`messenger`, or `python -m app`): `serve`, `migrate`, `db up|down|env|
+failover|rejoin`.
 
 `serve` validates the settings before anything starts (a bad value stops the process with
 one line naming the variable), starts the development cluster when there is no
@@ -102,6 +103,10 @@ def database(action: str) -> int:
         print(local.env_text(), end="")
     elif action == "down":
         local.stop()
+    elif action == "failover":
+        print(local.failover(), file=sys.stderr)
+    elif action == "rejoin":
+        print(local.rejoin(), file=sys.stderr)
     else:
         print(local.env_text(), end="")
     return 0
@@ -115,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     migrate_parser = sub.add_parser("migrate", help="apply Alembic migrations")
     migrate_parser.add_argument("revision", nargs="?", default="head")
     db = sub.add_parser("db", help="the embedded development cluster")
-    db.add_argument("action", choices=["up", "down", "env"])
+    db.add_argument("action", choices=["up", "down", "env", "failover", "rejoin"])
     args = parser.parse_args(argv)
     environ = dict(os.environ)
     try:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
+from app.dsn import HostListError, Member, parse_host_list
+
 Environment = Literal["development", "test", "production"]
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -75,7 +77,11 @@ class DatabaseSettings:
     """Where the servers are and how to reach them."""
 
     url: str | None = None
-    """The writer, the PostgreSQL primary (`DATABASE_URL`); None starts the dev cluster."""
+    """The primary, or the cluster as a libpq host list (`DATABASE_URL`); None: dev cluster."""
+    members: tuple[Member, ...] = ()
+    """The servers of a host list, roles found by probing; empty for a fixed topology."""
+    target_session_attrs: str = "any"
+    """libpq's option from `DATABASE_URL`; the writer is always the primary."""
     replica_urls: tuple[str, ...] = ()
     """The read replicas (`DATABASE_REPLICA_URLS`, comma-separated; `DATABASE_REPLICA_URL`)."""
     sslmode: SslMode = "disable"
@@ -163,18 +169,38 @@ class Settings:
 
 
 def _database(reader: _Reader, app_env: Environment) -> DatabaseSettings:
-    url = reader.url("DATABASE_URL")
+    url = reader.cluster_url("DATABASE_URL")
     if url is None and app_env == "production":
         raise ConfigError("DATABASE_URL", "required when APP_ENV=production")
+    members: tuple[Member, ...] = ()
+    attrs = "any"
+    if url is not None:
+        hosts = parse_host_list(url)  # validated by `cluster_url`
+        attrs = hosts.target_session_attrs
+        if attrs in ("read-only", "standby"):
+            raise ConfigError(
+                "DATABASE_URL",
+                f"target_session_attrs={attrs} cannot apply: the service writes, so it needs"
+                " the primary (reads already prefer standbys)",
+            )
+        if len(hosts.members) > 1:
+            members = hosts.members
     replica_urls = reader.url_list("DATABASE_REPLICA_URLS")
     single_replica = reader.url("DATABASE_REPLICA_URL")
     if single_replica is not None and single_replica not in replica_urls:
         replica_urls = (*replica_urls, single_replica)
     if replica_urls and url is None:
         raise ConfigError("DATABASE_REPLICA_URLS", "set DATABASE_URL too")
+    if replica_urls and members:
+        raise ConfigError(
+            "DATABASE_REPLICA_URLS",
+            "leave it unset when DATABASE_URL names several hosts (their roles are found)",
+        )
     default_ssl: SslMode = "verify-full" if app_env == "production" else "disable"
     return DatabaseSettings(
         url=url,
+        members=members,
+        target_session_attrs=attrs,
         replica_urls=replica_urls,
         sslmode=reader.choice("DB_SSLMODE", _SSL_MODES, default_ssl),
         pgbouncer=reader.boolean("DB_PGBOUNCER", default=False),
@@ -271,6 +297,22 @@ class _Reader:
         if raw is None:
             return None
         return _validate_url(name, raw, schemes)
+
+    def cluster_url(self, name: str) -> str | None:
+        """A PostgreSQL URL that may name several hosts (libpq's host list)."""
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        scheme = raw.partition("://")[0].split("+", 1)[0]
+        if scheme not in _POSTGRES_SCHEMES:
+            raise ConfigError(name, f"scheme must be one of {', '.join(_POSTGRES_SCHEMES)}")
+        try:
+            hosts = parse_host_list(raw)
+        except HostListError as error:
+            raise ConfigError(name, str(error)) from None
+        if len(hosts.members) == 1:
+            return _validate_url(name, raw, _POSTGRES_SCHEMES)
+        return raw
 
     def url_list(self, name: str) -> tuple[str, ...]:
         raw = self._raw(name)

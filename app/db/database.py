@@ -1,17 +1,25 @@
 """The data layer's root object: the writer pool, the replica set, and their background loops.
 
 It is one component of the process's life (`app.process.lifecycle`): `start` opens and warms
-the pools and starts the loops that keep its own data current (the replica monitor, the idle
-reaper, the gauge publisher, all on one `Periodic` runner each); `stop` stops the loops and
-closes the pools.
+the pools and starts the loops that keep its own data current (the cluster monitor, the idle
+reaper, the gauge publisher, each on a `Periodic` runner); `stop` stops the loops and closes
+the pools.
+
+Two topologies (docs/architecture.md, "Naming the cluster"):
+- fixed: `DATABASE_URL` is the primary and `DATABASE_REPLICA_URLS` the replicas;
+- a host list: `DATABASE_URL` names every member and each round of the monitor finds their
+  roles. The writer pool follows the one primary (a new pool on the new primary; the old one
+  is closed, so no connection to a demoted or dead server is reused for a write), standbys
+  join the readers, and while two members claim to be primary no write goes to either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import replace
-from urllib.parse import urlsplit
+from typing import Literal
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,10 +28,12 @@ from app.config import Settings
 from app.db import metrics
 from app.db.connection import Scalar
 from app.db.engine import create_pool_engine
+from app.db.errors import DatabaseUnavailableError
 from app.db.idle import IdleReaper
-from app.db.monitor import ReplicaMonitor
+from app.db.monitor import ClusterMonitor, MemberProbe
 from app.db.pool import Pool
-from app.db.replicas import ReplicaSet
+from app.db.replicas import ReplicaSet, ReplicaState
+from app.dsn import parse_host_list
 from app.process.lifecycle import StartupAborted
 from app.process.periodic import Periodic
 
@@ -34,6 +44,9 @@ _DATABASE_NAME: Scalar[str] = Scalar("SELECT current_database()", str)
 _MAX_CONNECTIONS: Scalar[int] = Scalar("SELECT current_setting('max_connections')::int", int)
 PROBE_TIMEOUT_S = 1.0  # each monitor probe, connecting included
 WAIT_FOR_PRIMARY_RETRY_S = 0.5
+WRITER = "primary"  # the writer pool's name, whichever member it is on
+
+Role = Literal["primary", "standby", "unknown"]
 
 
 class Database:
@@ -46,40 +59,65 @@ class Database:
         if url is None:
             raise ValueError("DATABASE_URL is not set")
         self.settings = settings
-        self.writer = self._pool("primary", url)
-        replica_urls = settings.database.replica_urls
-        self.replicas = ReplicaSet(
-            [self._pool(f"replica-{index}", url) for index, url in enumerate(replica_urls)]
-        )
-        self.monitor = ReplicaMonitor(
-            self.replicas,
-            self._probe_engine("primary", url),
-            [self._probe_engine(f"replica-{i}", url) for i, url in enumerate(replica_urls)],
+        self.discovers_roles = bool(settings.database.members)
+        """True with a host list: roles are found by probing, and followed."""
+        if self.discovers_roles:
+            self._urls = {member.name: member.url for member in settings.database.members}
+        else:
+            self._urls = {_member_name(url, 0): url}
+            for index, replica_url in enumerate(settings.database.replica_urls, start=1):
+                name = _member_name(replica_url, index)
+                self._urls[name if name not in self._urls else f"{name}#{index}"] = replica_url
+        names = list(self._urls)
+        self.roles: dict[str, Role] = dict.fromkeys(names, "unknown")
+        """Every member's role as last seen (`unknown` until it answers)."""
+        self._writer_member = names[0]
+        self.write_block: str | None = None
+        """Why writes are refused (two primaries), or None."""
+        self.writer = self._pool(WRITER, names[0])
+        self.replicas = ReplicaSet([])
+        if not self.discovers_roles:
+            for name in names[1:]:
+                self.replicas.add(
+                    ReplicaState(self._pool(self._replica_pool_name(name), name), name)
+                )
+        self.monitor = ClusterMonitor(
+            self,
+            {name: self._probe_engine(name) for name in names},
             interval_s=settings.monitor.interval_s,
             max_lag_s=settings.monitor.max_lag_s,
             probe_timeout_s=PROBE_TIMEOUT_S,
         )
         self.idle_reaper = IdleReaper(
-            [(pool.name, pool.queue_pool, pool.settings.min_size) for pool in self.pools],
+            lambda: [(pool.name, pool.queue_pool, pool.settings.min_size) for pool in self.pools],
             idle_timeout_s=settings.writer_pool.idle_timeout_s,
         )
         self._gauges = Periodic("gauge-publisher", settings.monitor.interval_s, self._publish)
         self._loops: list[Periodic] = []
+        self._closing: set[asyncio.Task[None]] = set()
+        self._started = False
 
-    def _pool(self, name: str, url: str) -> Pool:
+    # -- pools ------------------------------------------------------------------------------
+
+    def _pool(self, name: str, member: str) -> Pool:
         settings = self.settings
-        pool = settings.writer_pool if name == "primary" else settings.replica_pool
+        pool = settings.writer_pool if name == WRITER else settings.replica_pool
         engine = create_pool_engine(
             name=name,
-            url=url,
+            url=self._urls[member],
             pool=pool,
             sslmode=settings.database.sslmode,
             pgbouncer=settings.database.pgbouncer,
         )
         return Pool(name, engine, pool)
 
-    def _probe_engine(self, name: str, url: str) -> AsyncEngine:
-        """A one-connection engine for the replica monitor, apart from the serving pools: a
+    def _replica_pool_name(self, member: str) -> str:
+        """`replica-<n>`, n counting the replicas as the configuration names them."""
+        index = list(self._urls).index(member)
+        return f"replica-{index - 1 if not self.discovers_roles else index}"
+
+    def _probe_engine(self, member: str) -> AsyncEngine:
+        """A one-connection engine for the monitor, apart from the serving pools: a
         saturated pool must not fail a health probe, nor a probe wait behind requests.
         Named `<pool>-monitor` in `pg_stat_activity`; opened on first use."""
         settings = self.settings
@@ -91,9 +129,11 @@ class Database:
             connect_timeout_s=min(settings.writer_pool.connect_timeout_s, PROBE_TIMEOUT_S),
             statement_timeout_s=PROBE_TIMEOUT_S,
         )
+        index = list(self._urls).index(member)
+        label = "primary" if index == 0 and not self.discovers_roles else f"member-{index}"
         return create_pool_engine(
-            name=f"{name}-monitor",
-            url=url,
+            name=f"{label}-monitor",
+            url=self._urls[member],
             pool=probe_pool,
             sslmode=settings.database.sslmode,
             pgbouncer=settings.database.pgbouncer,
@@ -104,24 +144,39 @@ class Database:
         """Every pool, writer first."""
         return [self.writer, *(state.pool for state in self.replicas.states)]
 
+    @property
+    def writer_member(self) -> str:
+        """The member (`host:port`) the writer pool is on."""
+        return self._writer_member
+
+    def check_writable(self) -> None:
+        """Raise `DatabaseUnavailableError` (503) while writes are refused (two primaries)."""
+        if self.write_block is not None:
+            raise DatabaseUnavailableError(self.write_block, retry_after_s=1)
+
+    def writer_failed(self) -> None:
+        """A write found the writer unreachable or read-only: ask the monitor for news now."""
+        self.monitor.periodic.wake()
+
     # -- the component's start and stop -----------------------------------------------------
 
     async def start(self) -> None:
         """Warm the pools and start the loops, or log one clear line and abort the start when
-        the primary does not answer (within `DB_WAIT_FOR_PRIMARY_S`)."""
+        no primary answers (within `DB_WAIT_FOR_PRIMARY_S`)."""
         wait_s = self.settings.database.wait_for_primary_s
         if wait_s:
             log.info("waiting for the primary if needed", up_to_s=wait_s)
         started = time.monotonic()
         try:
-            await self._warm_writer(deadline=started + wait_s)
+            await self._find_and_warm_writer(deadline=started + wait_s)
         except Exception as error:
             waited_s = round(time.monotonic() - started, 1)
             await self.stop()
             log.error(
                 "the primary is unreachable; not starting",
-                target=_where(self.settings.database.url),
+                target=", ".join(self._urls) if self.discovers_roles else self._writer_member,
                 error=type(error).__name__,
+                reason=str(error) if isinstance(error, DatabaseUnavailableError) else None,
                 waited_s=waited_s,
                 hint="check DATABASE_URL, or set DB_WAIT_FOR_PRIMARY_S to wait for it",
             )
@@ -130,6 +185,7 @@ class Database:
         await self.monitor.probe_all()
         await self._warn_if_oversubscribed()
         self._start_loops()
+        self._started = True
 
     async def stop(self) -> None:
         """Stop the loops and close every pool concurrently (the caller bounds the time)."""
@@ -137,14 +193,14 @@ class Database:
             await loop.stop()
         self._loops.clear()
         await self.monitor.close()
-        log.info("replica monitor stopped")
-        await asyncio.gather(*(pool.dispose() for pool in self.pools))
+        log.info("cluster monitor stopped")
+        await asyncio.gather(*(pool.dispose() for pool in self.pools), *self._closing)
         self._publish_now()  # the disposed pools' zero counts
         log.info("pools disposed", pools=[pool.name for pool in self.pools])
 
     def _start_loops(self) -> None:
         loops = [self._gauges]
-        if len(self.replicas):
+        if len(self.monitor.members) > 1:
             loops.append(self.monitor.periodic)
         if self.idle_reaper.enabled:
             loops.append(self.idle_reaper.periodic)
@@ -155,9 +211,14 @@ class Database:
 
     # -- warm-up ----------------------------------------------------------------------------
 
-    async def _warm_writer(self, deadline: float) -> None:
+    async def _find_and_warm_writer(self, deadline: float) -> None:
         while True:
             try:
+                if self.discovers_roles:
+                    self.observe(await self.monitor.probe_members())
+                    self.check_writable()
+                    if self.roles[self._writer_member] != "primary":
+                        raise DatabaseUnavailableError("no member is a primary yet")
                 await self._warm(self.writer)
                 return
             except Exception:
@@ -195,24 +256,83 @@ class Database:
         async with self.writer.acquire() as conn:
             limit = await conn.fetch_scalar(_MAX_CONNECTIONS)
         workers = self.settings.server.workers
-        monitor = 1 if len(self.replicas) else 0  # the replica monitor's own connection
+        monitor = 1 if len(self.monitor.members) > 1 else 0  # the monitor's own connection
         wanted = (self.writer.settings.max_size + monitor) * workers
         if wanted > limit:
             log.warning(
                 "pool maxima exceed the server's max_connections",
-                pool="primary",
+                pool=WRITER,
                 pool_max_total=wanted,
                 max_connections=limit,
             )
 
+    # -- roles (the monitor calls `observe` every round) ------------------------------------
+
+    def observe(self, probes: Mapping[str, MemberProbe]) -> None:
+        """Record each member's role; with a host list, follow the primary."""
+        for name, probe in probes.items():
+            if probe.answered:
+                self.roles[name] = "standby" if probe.in_recovery else "primary"
+            else:
+                self.roles[name] = "unknown"
+        primaries = [name for name, probe in probes.items() if probe.is_primary]
+        metrics.CLUSTER_PRIMARIES.set(len(primaries))
+        if not self.discovers_roles:
+            return
+        if len(primaries) > 1:
+            self._block_writes(primaries)
+            return
+        self._unblock_writes()
+        if len(primaries) == 1 and primaries[0] != self._writer_member:
+            self._move_writer(primaries[0])
+        for name, role in self.roles.items():
+            if role == "standby" and self.replicas.of_member(name) is None:
+                self._add_replica(name)
+
+    def _block_writes(self, primaries: list[str]) -> None:
+        reason = f"two members claim to be primary: {', '.join(primaries)}; writes wait"
+        if self.write_block != reason:
+            log.error("split brain: no write goes to either primary", members=primaries)
+        self.write_block = reason
+
+    def _unblock_writes(self) -> None:
+        if self.write_block is not None:
+            log.warning("one primary again: writes resume", member=self._writer_member)
+        self.write_block = None
+
+    def _move_writer(self, member: str) -> None:
+        """Put the writer pool on `member`; close the old one (never reused for a write)."""
+        previous, old_pool = self._writer_member, self.writer
+        removed = self.replicas.remove(member)
+        if removed is not None:
+            self._close_later(removed.pool)
+        self.writer = self._pool(WRITER, member)
+        self._writer_member = member
+        self._close_later(old_pool)
+        if not self._started:
+            log.info("primary found", member=member)
+            return
+        metrics.PRIMARY_CHANGES.inc()
+        log.warning("primary changed", from_member=previous, to_member=member)
+
+    def _add_replica(self, member: str) -> None:
+        state = ReplicaState(self._pool(self._replica_pool_name(member), member), member)
+        state.healthy = False  # in rotation once the monitor has measured its lag
+        state.reason = "joining"
+        self.replicas.add(state)
+        log.info("member joins the readers", member=member, pool=state.pool.name)
+
+    def _close_later(self, pool: Pool) -> None:
+        task = asyncio.get_running_loop().create_task(pool.dispose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     # -- gauges -----------------------------------------------------------------------------
 
     def publish_metrics(self) -> None:
-        """Write the current pool and replica state into the gauges (also at every scrape).
-
-        Gauges are set here, not on every checkout (the hot path); in multiprocess mode a
-        scrape is answered from what every worker last wrote, at most one interval old.
-        """
+        """Write the current pool, replica and member state into the gauges (also at every
+        scrape). Set here, not on every checkout (the hot path); in multiprocess mode a
+        scrape is answered from what every worker last wrote, at most one interval old."""
         self._publish_now()
 
     async def _publish(self) -> None:
@@ -225,14 +345,15 @@ class Database:
             metrics.REPLICA_HEALTHY.labels(state.name).set(1 if state.healthy else 0)
             metrics.REPLICA_LAG.labels(state.name).set(state.lag_seconds)
             metrics.REPLICA_LAG_BYTES.labels(state.name).set(state.lag_bytes)
+        for member, role in self.roles.items():
+            for each in ("primary", "standby", "unknown"):
+                metrics.MEMBER_ROLE.labels(member, each).set(1 if role == each else 0)
+        metrics.WRITES_BLOCKED.set(1 if self.write_block else 0)
 
 
-def _where(url: str | None) -> str:
-    """`host:port/database` of a URL: no user, no password."""
-    if not url:
-        return "?"
+def _member_name(url: str, index: int) -> str:
+    """`host:port` of a single-host URL (`member-<index>` when it names no TCP host)."""
     try:
-        parts = urlsplit(url)
-        return f"{parts.hostname}:{parts.port or 5432}{parts.path}"
+        return parse_host_list(url).members[0].name
     except ValueError:
-        return "?"
+        return f"member-{index}"

@@ -24,6 +24,7 @@ _TRANSIENT_SQLSTATES = frozenset(
 )
 _STATEMENT_TIMEOUT = "57014"  # query_canceled (statement_timeout)
 _UNIQUE_VIOLATION = "23505"
+_READ_ONLY = "25006"  # read_only_sql_transaction: a standby (or a demoted primary) refused a write
 # asyncpg's InterfaceError text when an operation is attempted on a connection it already
 # knows is closed: raised before anything is written to the socket.
 _CLOSED_BEFORE_SEND = "connection is closed"
@@ -124,3 +125,9 @@ def is_statement_timeout(error: BaseException) -> bool:
 def is_unique_violation(error: BaseException) -> bool:
     """Whether a unique constraint refused the statement's row."""
     return sqlstate_of(error) == _UNIQUE_VIOLATION
+
+
+def is_read_only(error: BaseException) -> bool:
+    """Whether the server refused a write because it is a standby (SQLSTATE 25006): nothing
+    was written, and the connection is on the wrong server."""
+    return sqlstate_of(error) == _READ_ONLY

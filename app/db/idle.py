@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -64,7 +65,9 @@ async def reap_idle(pool: QueuePool, *, min_size: int, idle_timeout_s: float, na
 class IdleReaper:
     """Trims each pool back towards its minimum, every half idle timeout (5 s at most)."""
 
-    def __init__(self, pools: list[tuple[str, QueuePool, int]], idle_timeout_s: float) -> None:
+    def __init__(
+        self, pools: Callable[[], list[tuple[str, QueuePool, int]]], idle_timeout_s: float
+    ) -> None:
         self._pools = pools
         self._idle_timeout_s = idle_timeout_s
         interval = min(max(idle_timeout_s / 2, 0.05), 5.0)
@@ -76,12 +79,12 @@ class IdleReaper:
         """False when the idle timeout is 0, or (logged) when the pool layout is unknown."""
         if self._idle_timeout_s <= 0:
             return False
-        if any(_idle_stack(pool) is None for _, pool, _ in self._pools):
+        if any(_idle_stack(pool) is None for _, pool, _ in self._pools()):
             log.warning("idle timeout disabled: unexpected SQLAlchemy pool layout")
             return False
         return True
 
     async def reap_all(self) -> None:
         """One pass over every pool."""
-        for name, pool, min_size in self._pools:
+        for name, pool, min_size in self._pools():
             await reap_idle(pool, min_size=min_size, idle_timeout_s=self._idle_timeout_s, name=name)

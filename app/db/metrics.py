@@ -96,6 +96,29 @@ REPLICA_LAG_BYTES = Gauge(
 )
 
 
+CLUSTER_PRIMARIES = Gauge(
+    "db_cluster_primaries",
+    "Members that answered as a primary in the last monitor round (1 is healthy; 0 during a"
+    " failover; 2 is a split brain, and writes are refused).",
+    multiprocess_mode="livemax",
+)
+MEMBER_ROLE = Gauge(
+    "db_cluster_member_role",
+    "1 for the role each member (host:port) had in the last monitor round, 0 for the others.",
+    ["member", "role"],
+    multiprocess_mode="livemax",
+)
+PRIMARY_CHANGES = Counter(
+    "db_cluster_primary_changes",
+    "Times the writer pool moved to another member (a failover or switchover was followed).",
+)
+WRITES_BLOCKED = Gauge(
+    "db_cluster_writes_blocked",
+    "1 while writes are refused because two members claim to be primary.",
+    multiprocess_mode="livemax",
+)
+
+
 def counter_total(counter: Counter, pool_name: str) -> float:
     """This process's count of `counter` for `pool_name`, summed over any other labels."""
     total = 0.0

@@ -1,9 +1,11 @@
-"""The replica monitor: probes each replica's health and lag on an interval.
+"""The cluster monitor: probes every member's role, position and lag on an interval.
 
-Each round samples the primary's WAL position, then probes every replica concurrently, each
-over a dedicated one-connection engine (so a busy pool never makes a replica look dead, and
-probes never queue behind reads). A replica is out of rotation when its probe fails, when it
-is not in recovery (promoted), or when its lag exceeds `DB_REPLICA_MAX_LAG_S`.
+Each round probes every member concurrently, each over a dedicated one-connection engine (so
+a busy pool never makes a server look dead, and probes never queue behind reads). It hands
+the answers to the owner of the roles (`Roles.observe`: with a host list the data layer
+follows a failover from them), samples the primary's WAL position, and updates each
+replica's state. A replica is out of rotation when its probe fails, when it is not in
+recovery (promoted), or when its lag exceeds `DB_REPLICA_MAX_LAG_S`.
 
 Lag (`replica_lag`) is how stale the replica's data is:
 - 0 when it has replayed the primary's position sampled this round, so an idle primary never
@@ -21,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 from sqlalchemy import text
@@ -33,18 +37,64 @@ from app.process.periodic import Periodic
 
 log = structlog.get_logger("app.db.monitor")
 
-_REPLICA_PROBE = text(
+# One round trip per member: its role, its WAL position (written on a primary, replayed on a
+# standby) and, on a standby, its own view of its staleness.
+_MEMBER_PROBE = text(
     "SELECT pg_is_in_recovery(),"
-    " pg_last_wal_replay_lsn()::text,"
-    " CASE WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0"
+    " (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
+    "       ELSE pg_current_wal_lsn() END)::text,"
+    " CASE WHEN NOT pg_is_in_recovery() THEN 0"
+    "      WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0"
     "      ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)"
     " END::float8"
 )
-_PRIMARY_POSITION = text("SELECT pg_current_wal_lsn()::text")
 HISTORY_HORIZON_S = 900.0  # how far back primary positions are remembered
 _HISTORY_MAX = 4096
 
 Sample = tuple[float, int]  # (monotonic time the primary was seen at, its WAL position)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberProbe:
+    """What one member answered this round, or that it did not answer."""
+
+    member: str
+    """`host:port`."""
+    started_at: float
+    """Monotonic time the probe began (evidence older than a change is ignored)."""
+    answered: bool
+    """False when the probe failed or timed out."""
+    in_recovery: bool = False
+    """True on a standby."""
+    position: int = 0
+    """Its WAL position: written (primary) or replayed (standby)."""
+    own_lag_s: float = 0.0
+    """A standby's own view of its staleness."""
+    failure: str | None = None
+    """Why it did not answer (the exception's type only)."""
+
+    @property
+    def is_primary(self) -> bool:
+        """Answered, and not in recovery."""
+        return self.answered and not self.in_recovery
+
+
+class Roles(Protocol):
+    """Who the primary is and which replicas serve reads: the data layer's knowledge."""
+
+    @property
+    def writer_member(self) -> str:
+        """The member the writer pool is on."""
+        ...
+
+    @property
+    def replicas(self) -> ReplicaSet:
+        """The replicas in (or out of) rotation."""
+        ...
+
+    def observe(self, probes: Mapping[str, MemberProbe]) -> None:
+        """Learn from this round's answers (a host list follows the primary from them)."""
+        ...
 
 
 def replica_lag(history: Sequence[Sample], replay_lsn: int, now: float, own_lag_s: float) -> float:
@@ -66,75 +116,96 @@ def replica_lag(history: Sequence[Sample], replay_lsn: int, now: float, own_lag_
     return max(behind_for, own_lag_s)
 
 
-class ReplicaMonitor:
-    """Keeps `ReplicaSet` states current, one probe round per interval."""
+class ClusterMonitor:
+    """Keeps the roles and the replica states current, one probe round per interval."""
 
     def __init__(
         self,
-        replicas: ReplicaSet,
-        primary_probe: AsyncEngine,
-        replica_probes: Sequence[AsyncEngine],
+        roles: Roles,
+        probes: Mapping[str, AsyncEngine],
         *,
         interval_s: float,
         max_lag_s: float,
         probe_timeout_s: float = 1.0,
     ) -> None:
-        self._replicas = replicas
-        self._primary_probe = primary_probe
-        names = [state.name for state in replicas.states]
-        self._probes = dict(zip(names, replica_probes, strict=True))
+        self._roles = roles
+        self._probes = dict(probes)
         self._max_lag_s = max_lag_s
         self._probe_timeout_s = probe_timeout_s
         self._history: deque[Sample] = deque(maxlen=_HISTORY_MAX)
-        self.periodic = Periodic("replica-monitor", interval_s, self.probe_all)
-        """Runs `probe_all` every interval; started by the data layer when there are replicas."""
+        self.last_round: dict[str, MemberProbe] = {}
+        """Every member's answer in the latest round."""
+        self.periodic = Periodic("cluster-monitor", interval_s, self.probe_all)
+        """Runs `probe_all` every interval; started by the data layer."""
+
+    @property
+    def members(self) -> list[str]:
+        """Every member probed, in the order they were named."""
+        return list(self._probes)
+
+    async def probe_members(self) -> dict[str, MemberProbe]:
+        """Probe every member once, concurrently, and remember the answers."""
+        answers = await asyncio.gather(*(self._probe(name) for name in self._probes))
+        self.last_round = {probe.member: probe for probe in answers}
+        return self.last_round
+
+    async def probe_all(self) -> None:
+        """One round: probe, let the roles follow, sample the primary, update replicas."""
+        probes = await self.probe_members()
+        self._roles.observe(probes)
+        history = self._sample_primary(probes.get(self._roles.writer_member))
+        for state in self._roles.replicas.states:
+            probe = probes.get(state.member)
+            if probe is not None:
+                self._update(state, probe, history)
 
     async def close(self) -> None:
         """Close the probe connections (the periodic run is stopped first by the owner)."""
-        engines = [self._primary_probe, *self._probes.values()]
+        engines = self._probes.values()
         await asyncio.gather(*(engine.dispose() for engine in engines), return_exceptions=True)
 
-    async def probe_all(self) -> None:
-        """Sample the primary's position, then probe every replica once, concurrently."""
-        history = await self._sample_primary()
-        await asyncio.gather(*(self._probe(state, history) for state in self._replicas.states))
-
-    async def _sample_primary(self) -> list[Sample]:
-        """This round's view of the primary's positions; empty when it does not answer."""
+    async def _probe(self, member: str) -> MemberProbe:
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self._probe_timeout_s):
-                async with self._primary_probe.connect() as conn:
-                    value = (await conn.execute(_PRIMARY_POSITION)).scalar_one()
-        except Exception as error:
-            log.debug("primary position unavailable", error=type(error).__name__)
+                async with self._probes[member].connect() as conn:
+                    in_recovery, position, own_lag = (await conn.execute(_MEMBER_PROBE)).one()
+        except Exception as error:  # any failure of the probe counts as no answer
+            return MemberProbe(member, started, answered=False, failure=type(error).__name__)
+        return MemberProbe(
+            member,
+            started,
+            answered=True,
+            in_recovery=bool(in_recovery),
+            position=parse_lsn(position) if position else 0,
+            own_lag_s=float(own_lag),
+        )
+
+    def _sample_primary(self, probe: MemberProbe | None) -> list[Sample]:
+        """This round's view of the primary's positions; empty when it did not answer."""
+        if probe is None or not probe.is_primary:
+            log.debug("primary position unavailable")
             return []
         now = time.monotonic()
-        position = parse_lsn(str(value))
-        if not self._history or position > self._history[-1][1]:
-            self._history.append((now, position))  # a position keeps the time first seen
+        if not self._history or probe.position > self._history[-1][1]:
+            self._history.append((now, probe.position))  # a position keeps the time first seen
         while len(self._history) > 1 and now - self._history[0][0] > HISTORY_HORIZON_S:
             self._history.popleft()
         return list(self._history)
 
-    async def _probe(self, state: ReplicaState, history: list[Sample]) -> None:
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(self._probe_timeout_s):
-                async with self._probes[state.name].connect() as conn:
-                    in_recovery, replay, own_lag = (await conn.execute(_REPLICA_PROBE)).one()
-        except Exception as error:  # any failure of the probe takes the replica out
-            state.checked_at = time.monotonic()
-            state.mark(healthy=False, reason=f"probe failed: {type(error).__name__}")
-            return
+    def _update(self, state: ReplicaState, probe: MemberProbe, history: list[Sample]) -> None:
         now = time.monotonic()
         state.checked_at = now
-        state.replay_lsn = parse_lsn(replay) if replay else 0
-        state.lag_seconds = round(replica_lag(history, state.replay_lsn, now, float(own_lag)), 3)
+        if not probe.answered:
+            state.mark(healthy=False, reason=f"probe failed: {probe.failure}")
+            return
+        state.replay_lsn = probe.position
+        state.lag_seconds = round(replica_lag(history, probe.position, now, probe.own_lag_s), 3)
         if history:
-            state.lag_bytes = max(0, history[-1][1] - state.replay_lsn)
-        if not in_recovery:
+            state.lag_bytes = max(0, history[-1][1] - probe.position)
+        if not probe.in_recovery:
             state.mark(healthy=False, reason="not in recovery (promoted?)")
         elif state.lag_seconds > self._max_lag_s:
             state.mark(healthy=False, reason=f"lag {state.lag_seconds:.1f}s")
         else:
-            state.mark(healthy=True, reason=None, observed_at=started)
+            state.mark(healthy=True, reason=None, observed_at=probe.started_at)

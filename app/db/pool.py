@@ -27,7 +27,12 @@ from sqlalchemy.util import greenlet_spawn
 from app.config import PoolSettings
 from app.db import metrics
 from app.db.connection import DriverConnection
-from app.db.errors import CommandTimeoutError, DatabaseUnavailableError, is_transient
+from app.db.errors import (
+    CommandTimeoutError,
+    DatabaseUnavailableError,
+    is_read_only,
+    is_transient,
+)
 
 _RECENT_WAITS = 1024
 _LOG_EVERY_S = 5.0  # at most one checkout-failure (and one timeout) line per pool this often
@@ -252,7 +257,7 @@ def _unusable_after(connection: Any, error: BaseException) -> bool:
         return True
     if isinstance(error, (asyncio.CancelledError, TimeoutError, CommandTimeoutError)):
         return True
-    return isinstance(error, Exception) and is_transient(error)
+    return isinstance(error, Exception) and (is_transient(error) or is_read_only(error))
 
 
 def _percentile_ms(sorted_values: list[float], quantile: float) -> float:

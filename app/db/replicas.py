@@ -21,6 +21,8 @@ class ReplicaState:
     """What the monitor last learned about one replica."""
 
     pool: Pool
+    member: str = ""
+    """The server behind the pool (`host:port`), as the monitor probes it."""
     healthy: bool = True
     reason: str | None = None
     lag_seconds: float = 0.0
@@ -65,12 +67,34 @@ def _before(observed_at: float | None, changed_at: float | None) -> bool:
 class ReplicaSet:
     """The replicas and their health; chooses the reader for each read."""
 
-    def __init__(self, pools: list[Pool]) -> None:
-        self.states = [ReplicaState(pool) for pool in pools]
+    def __init__(self, pools: list[Pool], members: list[str] | None = None) -> None:
+        names = members if members is not None else [pool.name for pool in pools]
+        self.states = [
+            ReplicaState(pool, member) for pool, member in zip(pools, names, strict=True)
+        ]
         self._next = 0  # where the scan starts, so ties rotate instead of favouring the first
 
     def __len__(self) -> int:
         return len(self.states)
+
+    def add(self, state: ReplicaState) -> None:
+        """Put a replica in the set (a member that became a standby)."""
+        self.states = [*self.states, state]
+
+    def remove(self, member: str) -> ReplicaState | None:
+        """Take out the replica of `member` (it became the primary); returns its state."""
+        for state in self.states:
+            if state.member == member:
+                self.states = [other for other in self.states if other is not state]
+                return state
+        return None
+
+    def of_member(self, member: str) -> ReplicaState | None:
+        """The replica state of `member`, if it is in the set."""
+        for state in self.states:
+            if state.member == member:
+                return state
+        return None
 
     def choose(
         self, min_lsn: int | None = None, exclude: frozenset[str] = frozenset()

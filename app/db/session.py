@@ -27,6 +27,7 @@ from app.db.errors import (
     CommandTimeoutError,
     DatabaseUnavailableError,
     is_database_error,
+    is_read_only,
     is_statement_timeout,
     is_transient,
     never_sent,
@@ -70,7 +71,7 @@ class _SentError(Exception):
 
 
 def _retryable(error: Exception) -> bool:
-    return not isinstance(error, _SentError) and is_transient(error)
+    return not isinstance(error, _SentError) and (is_transient(error) or is_read_only(error))
 
 
 class DbSession:
@@ -125,10 +126,9 @@ class DbSession:
         Each operation is one autocommit statement. After a transient failure it is retried
         only when it never reached the server or `idempotent` is true.
         """
-        writer = self._db.writer
         self.wrote = True
         try:
-            return await self._write_once(writer, operation, idempotent=idempotent)
+            return await self._write_once(operation, idempotent=idempotent)
         except _SentError as sent:
             _raise_translated(sent.error)
         except Exception as error:
@@ -140,26 +140,39 @@ class DbSession:
                 with attempt:
                     if attempt.num == 1:
                         raise first_failure  # let stamina schedule the backoff after it
-                    metrics.RETRIES.labels(writer.name).inc()
-                    return await self._write_once(writer, operation, idempotent=idempotent)
+                    metrics.RETRIES.labels(self._db.writer.name).inc()
+                    return await self._write_once(operation, idempotent=idempotent)
         except _SentError as sent:
             _raise_translated(sent.error)
         except Exception as error:
             _raise_translated(error)
         raise AssertionError("unreachable: stamina re-raises the last failure")
 
-    async def _write_once(self, writer: Pool, operation: Operation[T], *, idempotent: bool) -> T:
-        # A failure to get a connection means nothing was sent: retryable as it is.
-        async with writer.acquire() as conn:
-            try:
-                result = await _execute(conn, operation, in_transaction=self._transactions)
-            except Exception as error:
-                _note_failure(writer, error)
-                if is_transient(error) and (idempotent or never_sent(error)):
-                    raise
-                raise _SentError(error) from error
-            await self._record_position(conn)
-            return result
+    async def _write_once(self, operation: Operation[T], *, idempotent: bool) -> T:
+        """One attempt on the writer as it is now (a failover moves it between attempts).
+
+        A failure to get a connection means nothing was sent: retryable as it is. So is a
+        statement a standby refused (read-only: nothing was written)."""
+        self._db.check_writable()
+        writer = self._db.writer
+        try:
+            async with writer.acquire() as conn:
+                try:
+                    result = await _execute(conn, operation, in_transaction=self._transactions)
+                except Exception as error:
+                    _note_failure(writer, error)
+                    if is_read_only(error) or (
+                        is_transient(error) and (idempotent or never_sent(error))
+                    ):
+                        raise
+                    raise _SentError(error) from error
+                await self._record_position(conn)
+                return result
+        except BaseException as error:
+            cause = error.error if isinstance(error, _SentError) else error
+            if is_read_only(cause) or is_transient(cause):
+                self._db.writer_failed()  # the monitor looks for a new primary now
+            raise
 
     async def _record_position(self, conn: Connection) -> None:
         """Best effort: the write has committed, so failing here must not fail the request."""
@@ -228,6 +241,10 @@ def _raise_translated(error: BaseException) -> NoReturn:
         raise error
     if is_statement_timeout(error):
         raise DatabaseUnavailableError("the database did not answer in time") from error
+    if is_read_only(error):
+        raise DatabaseUnavailableError(
+            "the primary is read-only: a failover is under way"
+        ) from error
     if is_transient(error):
         raise DatabaseUnavailableError("the database is unreachable") from error
     raise error

@@ -70,7 +70,9 @@ def bin_dir() -> Path:
 
 @dataclass(frozen=True)
 class Node:
-    """One server of the cluster: the primary or a replica."""
+    """One server of the cluster. Its name (`primary`, `replica-0`, ...) is the role it was
+    created with and names its data directory; the cluster records which node is the
+    primary now (after a failover, `replica-0` may be)."""
 
     cluster: EmbeddedCluster
     name: str
@@ -86,7 +88,22 @@ class Node:
 
     @property
     def is_replica(self) -> bool:
-        return self.name != "primary"
+        """Whether this node is not the cluster's primary now."""
+        return self.name != self.cluster.primary.name
+
+    @property
+    def is_standby(self) -> bool:
+        """Whether its data directory says it starts as a standby (`standby.signal`)."""
+        return (self.data_dir / "standby.signal").exists()
+
+    def promote(self) -> None:
+        """Promote this standby to a primary and wait until it accepts writes."""
+        self.cluster.run("pg_ctl", "promote", "-w", "-t", "60", "-D", str(self.data_dir))
+
+    def reload(self) -> None:
+        """Write its settings again and have the server reread them."""
+        self._write_settings()
+        self.cluster.run("pg_ctl", "reload", "-D", str(self.data_dir))
 
     def is_running(self) -> bool:
         """Whether `pg_ctl status` sees a live postmaster for this data directory."""
@@ -154,32 +171,95 @@ class EmbeddedCluster:
     # -- public API -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Initialise what is missing, start what is stopped, and wait for replication."""
+        """Initialise what is missing, start what is stopped, and wait for replication.
+
+        A node that should be a standby but would start as a primary (the old primary after
+        a failover) is rebuilt from a fresh base backup of the primary first: starting it as
+        it is would make two primaries.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock():
             self._prepare_root()
             ports = self._load_ports()
-            self.primary = Node(self, "primary", self._port_for("primary", ports))
+            names = ["primary", *(f"replica-{index}" for index in range(self.replica_count))]
+            primary_name = self._load_state().get("primary", "primary")
+            if primary_name not in names:
+                names.append(primary_name)
+            self.primary = Node(self, primary_name, self._port_for(primary_name, ports))
             if not (self.primary.data_dir / "PG_VERSION").exists():
+                if primary_name != "primary":
+                    raise EmbeddedClusterError(f"the primary {primary_name} has no data")
                 self._init_primary()
             self.primary.start()
             self._ensure_database()
             self.replicas = []
-            for index in range(self.replica_count):
-                name = f"replica-{index}"
+            for name in names:
+                if name == primary_name:
+                    continue
                 node = Node(self, name, self._port_for(name, ports))
-                if not (node.data_dir / "PG_VERSION").exists():
+                if not (node.data_dir / "PG_VERSION").exists() or not node.is_standby:
+                    node.stop("fast")
                     self._base_backup(node)
                 node.start()
                 self.replicas.append(node)
             self._save_ports()
         self.wait_streaming()
 
+    def load(self) -> None:
+        """Take the nodes and the primary from what `root` records, starting nothing."""
+        ports = self._load_ports()
+        primary = self._load_state().get("primary", "primary")
+        if primary not in ports:
+            raise EmbeddedClusterError(f"no cluster recorded under {self.root}")
+        self.primary = Node(self, primary, ports[primary])
+        self.replicas = [Node(self, name, port) for name, port in ports.items() if name != primary]
+
     def stop(self, mode: StopMode = "fast") -> None:
         """Stop every server recorded under `root`, replicas first."""
         ports = self._load_ports()
-        for name in sorted(ports, key=lambda name: name == "primary"):
+        primary = self._load_state().get("primary", "primary")
+        for name in sorted(ports, key=lambda name: name == primary):
             Node(self, name, ports[name]).stop(mode)
+
+    def failover(self, mode: StopMode = "fast", to: Node | None = None) -> Node:
+        """Stop the primary (`fast`: a planned switchover; `immediate`: a crash), promote a
+        standby (`to`, or the first), and point the other standbys at it. Returns the new
+        primary; the old one stays stopped until `rejoin`."""
+        old = self.primary
+        new = to or next((node for node in self.replicas if node.is_running()), None)
+        if new is None:
+            raise EmbeddedClusterError("no running standby to promote")
+        old.stop(mode)
+        self.promote(new)
+        return new
+
+    def promote(self, new: Node) -> None:
+        """Promote `new` while the primary may still run (a split brain when it does), and
+        point the other standbys at it."""
+        old = self.primary
+        new.promote()
+        with self._lock():
+            self.primary = new
+            self.replicas = [node for node in [old, *self.replicas] if node.name != new.name]
+            self._save_ports()
+        for node in self.replicas:
+            if node.name != old.name and node.is_running():
+                self._create_slot(node)
+                node.reload()  # follows the new primary (recovery_target_timeline=latest)
+
+    def rejoin(self) -> list[Node]:
+        """Rebuild every node that is not a running standby (the old primary) from a fresh
+        base backup of the primary, start it, and wait until it streams. Returns them."""
+        rebuilt = []
+        for node in self.replicas:
+            if node.is_standby and node.is_running():
+                continue
+            node.stop("fast")
+            self._base_backup(node)
+            node.start()
+            rebuilt.append(node)
+        self.wait_streaming()
+        return rebuilt
 
     def is_running(self) -> bool:
         """Whether every server recorded under `root` is up (False before the first start)."""
@@ -196,11 +276,23 @@ class EmbeddedCluster:
     def replica_urls(self) -> list[str]:
         return [node.url for node in self.replicas]
 
+    @property
+    def nodes(self) -> list[Node]:
+        """Every node, in creation order (`primary`, `replica-0`, ...), whatever its role."""
+        return sorted([self.primary, *self.replicas], key=lambda node: _creation_order(node.name))
+
+    @property
+    def host_list_url(self) -> str:
+        """The whole cluster as one libpq host list, as production names a cluster."""
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        return f"postgresql://postgres@{hosts}/{DATABASE}"
+
     def env_lines(self) -> str:
-        """The cluster's URLs as an env file (`DATABASE_URL`, `DATABASE_REPLICA_URLS`)."""
+        """The cluster as an env file: the host list, and each role's URL for reference."""
         return (
-            f"DATABASE_URL={self.primary_url}\n"
-            f"DATABASE_REPLICA_URLS={','.join(self.replica_urls)}\n"
+            f"DATABASE_URL={self.host_list_url}\n"
+            f"# primary now: {self.primary.name} {self.primary_url}\n"
+            f"# standbys: {','.join(self.replica_urls)}\n"
         )
 
     def wait_streaming(self, timeout_s: float = 60.0) -> None:
@@ -329,7 +421,25 @@ class EmbeddedCluster:
 
     def _save_ports(self) -> None:
         ports = {node.name: node.port for node in [self.primary, *self.replicas]}
-        self._state_file.write_text(json.dumps({"ports": ports}, indent=2) + "\n")
+        state = {"ports": ports, "primary": self.primary.name}
+        self._state_file.write_text(json.dumps(state, indent=2) + "\n")
+
+    def _load_state(self) -> dict[str, str]:
+        """The recorded primary's name (`primary` until a failover)."""
+        try:
+            data = json.loads(self._state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        primary = data.get("primary")
+        return {"primary": str(primary)} if primary else {}
+
+    def _create_slot(self, node: Node) -> None:
+        """The physical slot `node` streams through, on the current primary."""
+        slot = node.slot_name
+        self.primary.psql(
+            f"SELECT pg_create_physical_replication_slot('{slot}') WHERE NOT EXISTS"
+            f" (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')"
+        )
 
 
 def _ensure_system_user() -> str:
@@ -381,3 +491,7 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _creation_order(name: str) -> tuple[int, str]:
+    return (0, "") if name == "primary" else (1, name)

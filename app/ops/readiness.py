@@ -46,6 +46,8 @@ class CheckResult:
     component_type: str
     reason: str | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    component_id: str | None = None
+    """The member (`host:port`) checked; both members while two claim to be primary."""
 
     def as_json(self, *, verbose: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -55,6 +57,8 @@ class CheckResult:
             "observedUnit": self.observed_unit,
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         }
+        if self.component_id is not None:
+            body["componentId"] = self.component_id
         if verbose:
             body.update(self.extra)
             if self.reason:
@@ -149,7 +153,7 @@ class Readiness:
     def _factories(self) -> dict[str, Callable[[], Awaitable[CheckResult]]]:
         database = self._database
         factories: dict[str, Callable[[], Awaitable[CheckResult]]] = {
-            "postgres:primary": lambda: self._writer_check(database.writer),
+            "postgres:primary": self._writer_check,
         }
         for replica in database.replicas.states:
             factories[f"postgres:{replica.name}"] = functools.partial(self._replica_check, replica)
@@ -174,13 +178,20 @@ class Readiness:
             await conn.execute(_SELECT_ONE)
         return round((time.perf_counter() - started) * 1000, 2)
 
-    async def _writer_check(self, pool: Pool) -> CheckResult:
+    async def _writer_check(self) -> CheckResult:
+        database = self._database
+        member = database.writer_member
+        if database.write_block is not None:  # two primaries: name both, write to neither
+            primaries = [name for name, role in database.roles.items() if role == "primary"]
+            both = ", ".join(primaries) or member
+            return CheckResult("fail", 0.0, "ms", "datastore", database.write_block, {}, both)
         started = time.perf_counter()
         try:
-            latency = await self._ping(pool)
+            latency = await self._ping(database.writer)
         except Exception as error:
-            return CheckResult("fail", _elapsed_ms(started), "ms", "datastore", _reason(error))
-        return CheckResult("pass", latency, "ms", "datastore")
+            reason = _reason(error)
+            return CheckResult("fail", _elapsed_ms(started), "ms", "datastore", reason, {}, member)
+        return CheckResult("pass", latency, "ms", "datastore", None, {}, member)
 
     async def _replica_check(self, state: ReplicaState) -> CheckResult:
         max_lag = self._database.settings.monitor.max_lag_s
@@ -188,14 +199,14 @@ class Readiness:
         try:
             latency = await self._ping(state.pool)
         except Exception as error:
-            return CheckResult("fail", lag, "s", "datastore", _reason(error))
+            return CheckResult("fail", lag, "s", "datastore", _reason(error), {}, state.member)
         extra = {"latencyMs": latency, "lagBytes": float(state.lag_bytes)}
         if not state.healthy:
             reason = f"out of rotation: {state.reason or 'unknown'}"
-            return CheckResult("warn", lag, "s", "datastore", reason, extra)
+            return CheckResult("warn", lag, "s", "datastore", reason, extra, state.member)
         if lag > max_lag:
-            return CheckResult("warn", lag, "s", "datastore", "lagging", extra)
-        return CheckResult("pass", lag, "s", "datastore", None, extra)
+            return CheckResult("warn", lag, "s", "datastore", "lagging", extra, state.member)
+        return CheckResult("pass", lag, "s", "datastore", None, extra, state.member)
 
     async def _redis_check(self, redis: _RedisPing) -> CheckResult:
         started = time.perf_counter()

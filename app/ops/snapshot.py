@@ -28,6 +28,7 @@ def metrics_snapshot(database: Database | None, *, phase: str, uptime_s: float) 
         "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "database": {snapshot.name: _pool(snapshot) for snapshot in pools},
         "replicas": {state.name: _replica(state) for state in replicas},
+        "cluster": _cluster(database) if database is not None else {},
         "memory": {"rss": psutil.Process(pid).memory_info().rss},
         "process": {
             "uptime": uptime_s,
@@ -54,6 +55,23 @@ def _pool(snapshot: PoolSnapshot) -> dict[str, Any]:
         "timeouts": snapshot.timeouts,
         "retries": snapshot.retries,
         "errors": snapshot.errors,
+    }
+
+
+def _cluster(database: Database) -> dict[str, Any]:
+    """Every member with its role, and for standbys their health and lag."""
+    members: dict[str, Any] = {}
+    for name, role in database.roles.items():
+        replica = database.replicas.of_member(name)
+        member: dict[str, Any] = {"role": role, "writer": name == database.writer_member}
+        if replica is not None:
+            member.update(pool=replica.name, **_replica(replica))
+        members[name] = member
+    return {
+        "discoversRoles": database.discovers_roles,
+        "primary": database.writer_member,
+        "writesBlocked": database.write_block,
+        "members": members,
     }
 
 

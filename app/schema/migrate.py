@@ -7,10 +7,13 @@ who run the `alembic` command itself).
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+
+from app.db.discovery import find_primary
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -26,10 +29,15 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
-    """Upgrade the schema at `database_url` to `revision`."""
-    command.upgrade(alembic_config(database_url), revision)
+    """Upgrade the schema at `database_url` (its primary, for a host list) to `revision`."""
+    command.upgrade(alembic_config(_primary(database_url)), revision)
 
 
 def downgrade(database_url: str, revision: str = "base") -> None:
-    """Downgrade the schema at `database_url` to `revision`."""
-    command.downgrade(alembic_config(database_url), revision)
+    """Downgrade the schema at `database_url` (its primary) to `revision`."""
+    command.downgrade(alembic_config(_primary(database_url)), revision)
+
+
+def _primary(database_url: str) -> str:
+    """Migrations write: a host list is resolved to its one primary first."""
+    return asyncio.run(find_primary(database_url))
