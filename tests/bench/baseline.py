@@ -18,7 +18,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 import msgspec
@@ -170,7 +170,7 @@ async def send_with_token(chat_id: PathId, data: SendMessage) -> Response[Messag
 
 @get("/chats/{chat_id:int}/messages")
 async def page(
-    request: Request, chat_id: PathId, limit: Limit = 50, before: Cursor = None
+    request: Request[Any, Any, Any], chat_id: PathId, limit: Limit = 50, before: Cursor = None
 ) -> MessagePage:
     """One keyset query on (chat_id, id desc); the chat is looked up only for an empty page."""
     pool = POOLS.writer if "x-consistency-token" in request.headers else POOLS.reader

@@ -1,4 +1,8 @@
-"""The embedded cluster itself: reuse across runs, and running as a normal (non-root) user."""
+"""The embedded cluster itself: reuse across runs, and running as a normal (non-root) user.
+
+On the module's own cluster (a second start must leave a running cluster alone; if it did
+not, only this module's servers would suffer), and a cluster started and stopped as another
+user."""
 
 from __future__ import annotations
 
@@ -13,15 +17,13 @@ from pathlib import Path
 import pytest
 
 from app.dev.cluster import SYSTEM_USER, EmbeddedCluster, bin_dir
-from tests.support.cluster import TestDatabase, fetchval
+from tests.support.cluster import TestDatabase, embedded, fetchval
 
 pytestmark = pytest.mark.slow
 
 
 def test_replica_is_a_streaming_standby_of_the_primary(database: TestDatabase) -> None:
-    if database.cluster is None:
-        pytest.skip("needs the embedded cluster")
-    primary = database.cluster.primary
+    primary = embedded(database).primary
     streaming = primary.psql(
         "SELECT string_agg(application_name, ',' ORDER BY application_name)"
         " FROM pg_stat_replication WHERE state = 'streaming'"
@@ -32,9 +34,7 @@ def test_replica_is_a_streaming_standby_of_the_primary(database: TestDatabase) -
 
 
 def test_a_second_start_reuses_the_running_cluster(database: TestDatabase) -> None:
-    cluster = database.cluster
-    if cluster is None:
-        pytest.skip("needs the embedded cluster")
+    cluster = embedded(database)
     pid_before = (cluster.primary.data_dir / "postmaster.pid").read_text().split()[0]
     again = EmbeddedCluster(cluster.root, replicas=2)
     assert again.is_running()

@@ -1,9 +1,10 @@
-"""The replica monitor against the real cluster: idle primary, lag out and back in."""
+"""The replica monitor against a real cluster (the module's own: replay is paused): idle
+primary, lag out and back in."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
@@ -12,9 +13,8 @@ from structlog.testing import capture_logs
 
 from app.config import Settings
 from app.db.database import Database
-from app.dev.cluster import EmbeddedCluster
-from tests.faults.helpers import query, wait_for
-from tests.support.cluster import TestDatabase, fetchval
+from tests.support.cluster import TestDatabase
+from tests.support.faults import query, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -30,15 +30,6 @@ async def monitored(database: TestDatabase, **env: str) -> AsyncIterator[Databas
         yield db
     finally:
         await db.stop()
-
-
-@pytest.fixture
-def replay_resumed(cluster_control: EmbeddedCluster, database: TestDatabase) -> Iterator[None]:
-    """Whatever the test paused is replaying again afterwards."""
-    yield
-    for url in database.replica_urls:
-        fetchval(url, "SELECT pg_wal_replay_resume()")
-    database.wait_replicas()
 
 
 async def test_an_idle_primary_does_not_make_a_caught_up_replica_lag(
@@ -81,7 +72,6 @@ def _changes(pool: str, state: str) -> float:
     return value or 0.0
 
 
-@pytest.mark.usefixtures("replay_resumed")
 async def test_a_replica_lagging_past_the_limit_leaves_and_returns(database: TestDatabase) -> None:
     lagging_url = database.replica_urls[0]
     with capture_logs() as logs:

@@ -1,4 +1,5 @@
-"""`X-Consistency-Token` across requests, with replay paused on the replicas.
+"""`X-Consistency-Token` across requests, with replay paused on the replicas (of the
+module's own cluster).
 
 While replay is paused a replica keeps answering reads from its stale snapshot, so what a
 read returns shows who served it: a message sent after the pause is on the primary only.
@@ -7,22 +8,21 @@ read returns shows who served it: a message sent after the pause is on the prima
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
+import httpx
 import pytest
+from litestar import Litestar
 from litestar.testing import TestClient
 
 from app.db.database import Database
 from app.db.lsn import parse_lsn
-from app.dev.cluster import EmbeddedCluster
-from tests.conftest import make_client
-from tests.faults.helpers import replay_paused
-from tests.support.api import create_chat, create_user
+from tests.support.api import create_chat, create_user, make_client
 from tests.support.cluster import TestDatabase, fetchval, wait_until
+from tests.support.faults import replay_paused
 
 
 @pytest.fixture
-def client(database: TestDatabase, cluster_control: EmbeddedCluster) -> Iterator[TestClient]:  # type: ignore[type-arg]
+def client(database: TestDatabase) -> Iterator[TestClient[Litestar]]:
     # Paused replicas look lagged; a generous limit keeps them in rotation for the proof.
     env = {"DB_REPLICA_MAX_LAG_S": "3600", "DB_REPLICA_CHECK_INTERVAL_MS": "100"}
     with make_client(database, **env) as test_client:
@@ -30,7 +30,7 @@ def client(database: TestDatabase, cluster_control: EmbeddedCluster) -> Iterator
     database.wait_replicas()
 
 
-def _send(client: TestClient, chat_id: int, sender_id: int, body: str) -> Any:  # type: ignore[type-arg]
+def _send(client: TestClient[Litestar], chat_id: int, sender_id: int, body: str) -> httpx.Response:
     response = client.post(
         f"/chats/{chat_id}/messages", json={"sender_id": sender_id, "body": body}
     )
@@ -38,14 +38,14 @@ def _send(client: TestClient, chat_id: int, sender_id: int, body: str) -> Any:  
     return response
 
 
-def _bodies(client: TestClient, chat_id: int, token: str | None = None) -> list[str]:  # type: ignore[type-arg]
+def _bodies(client: TestClient[Litestar], chat_id: int, token: str | None = None) -> list[str]:
     headers = {"X-Consistency-Token": token} if token else {}
     response = client.get(f"/chats/{chat_id}/messages", headers=headers)
     assert response.status_code == 200, response.text
     return [item["body"] for item in response.json()["items"]]
 
 
-def _monitor_sees(client: TestClient, token: str) -> None:  # type: ignore[type-arg]
+def _monitor_sees(client: TestClient[Litestar], token: str) -> None:
     """Wait until the monitor knows every replica replayed past `token`."""
     db: Database = client.app.state.database
     position = parse_lsn(token)
@@ -57,7 +57,7 @@ def _monitor_sees(client: TestClient, token: str) -> None:  # type: ignore[type-
 
 
 def test_a_token_read_sees_the_write_that_a_stale_replica_lacks(
-    client: TestClient,  # type: ignore[type-arg]
+    client: TestClient[Litestar],
     database: TestDatabase,
 ) -> None:
     a = create_user(client)
@@ -88,7 +88,7 @@ def test_a_token_read_sees_the_write_that_a_stale_replica_lacks(
         assert _bodies(client, chat["id"], token2) == ["after the pause", "before the pause"]
 
 
-def test_every_write_answers_with_a_token_and_reads_do_not(client: TestClient) -> None:  # type: ignore[type-arg]
+def test_every_write_answers_with_a_token_and_reads_do_not(client: TestClient[Litestar]) -> None:
     user = create_user(client)
     response = client.put(f"/users/{user['id']}/status", json={"status": "away"})
     assert response.status_code == 200

@@ -1,6 +1,6 @@
 """Readiness when servers stop or hang: replicas warn, the writer and Redis fail, fast.
 
-These stop or pause servers of the shared test cluster; each restores them (and waits for
+These stop or pause servers of the module's own cluster; each restores them (and waits for
 streaming) before it returns, whatever happens.
 """
 
@@ -15,23 +15,17 @@ from typing import Any
 
 import httpx
 import pytest
+from litestar import Litestar
 from litestar.testing import TestClient
 
 from app.dev.cluster import EmbeddedCluster, Node
-from tests.conftest import make_client
-from tests.support.api import create_user
-from tests.support.cluster import TestDatabase, paused, wait_until
+from tests.support.api import create_user, make_client
+from tests.support.cluster import TestDatabase, embedded, paused, wait_until
 from tests.support.redis_server import redis_server
 
 pytestmark = pytest.mark.slow
 
 READY_DEADLINE_S = 1.0
-
-
-def cluster_of(database: TestDatabase) -> EmbeddedCluster:
-    if database.cluster is None:
-        pytest.skip("needs the embedded cluster (servers are stopped and paused)")
-    return database.cluster
 
 
 @contextmanager
@@ -44,7 +38,7 @@ def stopped(cluster: EmbeddedCluster, node: Node) -> Iterator[None]:
         cluster.wait_streaming()
 
 
-def timed_ready(client: TestClient, **params: Any) -> tuple[float, httpx.Response]:  # type: ignore[type-arg]
+def timed_ready(client: TestClient[Litestar], **params: Any) -> tuple[float, httpx.Response]:
     started = time.perf_counter()
     response = client.get("/health/ready", params=params)
     return time.perf_counter() - started, response
@@ -55,7 +49,7 @@ def statuses(response: httpx.Response) -> dict[str, str]:
 
 
 def test_replica_stopped_is_warn_and_reads_still_succeed(database: TestDatabase) -> None:
-    cluster = cluster_of(database)
+    cluster = embedded(database)
     with make_client(database) as client:
         user = create_user(client)
         with stopped(cluster, cluster.replicas[1]):
@@ -80,7 +74,7 @@ def test_replica_stopped_is_warn_and_reads_still_succeed(database: TestDatabase)
 
 
 def test_writer_stopped_fails_readiness_within_a_second(database: TestDatabase) -> None:
-    cluster = cluster_of(database)
+    cluster = embedded(database)
     with make_client(database) as client:
         assert client.get("/health/ready").status_code == 200
         with stopped(cluster, cluster.primary):
@@ -100,7 +94,7 @@ def test_writer_stopped_fails_readiness_within_a_second(database: TestDatabase) 
 def test_readiness_answers_within_a_second_when_a_server_hangs(
     database: TestDatabase, server: str
 ) -> None:
-    cluster = cluster_of(database)
+    cluster = embedded(database)
     node = cluster.primary if server == "primary" else cluster.replicas[0]
     check = f"postgres:{server}"
     with make_client(database) as client:

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
+from litestar import Litestar
 from litestar.testing import TestClient
 
 from tests.support.api import assert_problem, create_chat, create_user
 
 
-def test_create_chat_with_members(client: TestClient) -> None:
+def test_create_chat_with_members(client: TestClient[Litestar]) -> None:
     a, b = create_user(client), create_user(client)
     chat = create_chat(client, [b["id"], a["id"], b["id"]], title="team")
     assert chat["title"] == "team"
     assert chat["member_ids"] == sorted([a["id"], b["id"]])
 
 
-def test_chat_without_title(client: TestClient) -> None:
+def test_chat_without_title(client: TestClient[Litestar]) -> None:
     a = create_user(client)
     chat = create_chat(client, [a["id"]], title=None)
     assert chat["title"] is None
 
 
-def test_unknown_member_is_404_and_creates_nothing(client: TestClient) -> None:
+def test_unknown_member_is_404_and_creates_nothing(client: TestClient[Litestar]) -> None:
     a = create_user(client)
     before = client.get(f"/users/{a['id']}/chats").json()["items"]
     response = client.post("/chats", json={"member_ids": [a["id"], 999999998, 999999999]})
@@ -35,7 +36,7 @@ def test_unknown_member_is_404_and_creates_nothing(client: TestClient) -> None:
     assert client.get(f"/users/{a['id']}/chats", headers=headers).json()["items"] == before
 
 
-def test_get_chat_and_chats_of_user(client: TestClient) -> None:
+def test_get_chat_and_chats_of_user(client: TestClient[Litestar]) -> None:
     a, b = create_user(client), create_user(client)
     first = create_chat(client, [a["id"], b["id"]])
     response = client.post("/chats", json={"title": "second", "member_ids": [a["id"]]})
@@ -47,12 +48,12 @@ def test_get_chat_and_chats_of_user(client: TestClient) -> None:
     assert client.get(f"/users/{b['id']}/chats", headers=headers).json()["items"] == [first]
 
 
-def test_unknown_chat_and_unknown_user_chats_are_404(client: TestClient) -> None:
+def test_unknown_chat_and_unknown_user_chats_are_404(client: TestClient[Litestar]) -> None:
     assert_problem(client.get("/chats/999999999"), 404)
     assert_problem(client.get("/users/999999999/chats"), 404)
 
 
-def test_user_without_chats_has_empty_list(client: TestClient) -> None:
+def test_user_without_chats_has_empty_list(client: TestClient[Litestar]) -> None:
     response = client.post("/users", json={"username": create_user(client)["username"] + "_z"})
     user = response.json()
     headers = {"X-Consistency-Token": response.headers["x-consistency-token"]}

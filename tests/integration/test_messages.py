@@ -7,24 +7,27 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
+from litestar import Litestar
 from litestar.testing import TestClient
 
-from tests.factories import SendMessageFactory
 from tests.support.api import assert_problem, create_chat, create_user
 from tests.support.cluster import TestDatabase, fetchval
+from tests.support.factories import SendMessageFactory
 
 
-def _chat_with_two(client: TestClient) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def _chat_with_two(
+    client: TestClient[Litestar],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     a, b = create_user(client), create_user(client)
     return create_chat(client, [a["id"], b["id"]]), a, b
 
 
-def _send(client: TestClient, chat_id: int, **fields: Any) -> Any:
+def _send(client: TestClient[Litestar], chat_id: int, **fields: Any) -> Any:
     body = msgspec.to_builtins(SendMessageFactory.build(**fields))
     return client.post(f"/chats/{chat_id}/messages", json=body)
 
 
-def test_send_returns_201_with_the_message(client: TestClient) -> None:
+def test_send_returns_201_with_the_message(client: TestClient[Litestar]) -> None:
     chat, a, _ = _chat_with_two(client)
     response = client.post(
         f"/chats/{chat['id']}/messages", json={"sender_id": a["id"], "body": "hello"}
@@ -38,7 +41,7 @@ def test_send_returns_201_with_the_message(client: TestClient) -> None:
     assert response.headers["x-consistency-token"]
 
 
-def test_repeated_client_msg_id_returns_the_stored_message(client: TestClient) -> None:
+def test_repeated_client_msg_id_returns_the_stored_message(client: TestClient[Litestar]) -> None:
     chat, a, _ = _chat_with_two(client)
     key = uuid.uuid4().hex
     first = _send(client, chat["id"], sender_id=a["id"], body="once", client_msg_id=key)
@@ -48,7 +51,7 @@ def test_repeated_client_msg_id_returns_the_stored_message(client: TestClient) -
     assert again.json() == first.json()
 
 
-def test_same_key_for_another_message_is_409(client: TestClient) -> None:
+def test_same_key_for_another_message_is_409(client: TestClient[Litestar]) -> None:
     chat, a, _ = _chat_with_two(client)
     key = uuid.uuid4().hex
     assert (
@@ -59,7 +62,7 @@ def test_same_key_for_another_message_is_409(client: TestClient) -> None:
 
 
 def test_concurrent_sends_of_one_key_store_one_message(
-    client: TestClient, database: TestDatabase
+    client: TestClient[Litestar], database: TestDatabase
 ) -> None:
     chat, a, _ = _chat_with_two(client)
     key = uuid.uuid4().hex
@@ -81,20 +84,20 @@ def test_concurrent_sends_of_one_key_store_one_message(
     assert stored == 1
 
 
-def test_sender_outside_the_chat_is_403(client: TestClient) -> None:
+def test_sender_outside_the_chat_is_403(client: TestClient[Litestar]) -> None:
     chat, _, _ = _chat_with_two(client)
     outsider = create_user(client)
     assert_problem(_send(client, chat["id"], sender_id=outsider["id"]), 403)
     assert_problem(_send(client, chat["id"], sender_id=999999999), 403)
 
 
-def test_unknown_chat_is_404(client: TestClient) -> None:
+def test_unknown_chat_is_404(client: TestClient[Litestar]) -> None:
     a = create_user(client)
     assert_problem(_send(client, 999999999, sender_id=a["id"]), 404)
     assert_problem(client.get("/chats/999999999/messages"), 404)
 
 
-def test_pages_are_newest_first_with_a_cursor(client: TestClient) -> None:
+def test_pages_are_newest_first_with_a_cursor(client: TestClient[Litestar]) -> None:
     chat, a, b = _chat_with_two(client)
     sent = []
     for index in range(7):
@@ -115,7 +118,7 @@ def test_pages_are_newest_first_with_a_cursor(client: TestClient) -> None:
     assert seen == list(reversed(sent))
 
 
-def test_empty_chat_has_an_empty_page(client: TestClient) -> None:
+def test_empty_chat_has_an_empty_page(client: TestClient[Litestar]) -> None:
     a = create_user(client)
     response = client.post("/chats", json={"member_ids": [a["id"]]})
     headers = {"X-Consistency-Token": response.headers["x-consistency-token"]}

@@ -8,21 +8,22 @@ import signal
 from collections.abc import Iterator
 
 import pytest
+from litestar import Litestar
 from litestar.testing import TestClient
 
 from app.process.lifecycle import Lifecycle, Phase
 from app.process.signals import install_drain_handlers
-from tests.conftest import make_client
+from tests.support.api import make_client
 from tests.support.cluster import TestDatabase
 
 
 @pytest.fixture(scope="module")
-def ops(database: TestDatabase) -> Iterator[TestClient]:  # type: ignore[type-arg]
+def ops(database: TestDatabase) -> Iterator[TestClient[Litestar]]:
     with make_client(database) as client:
         yield client
 
 
-def test_liveness_is_pass_with_uptime(ops: TestClient) -> None:  # type: ignore[type-arg]
+def test_liveness_is_pass_with_uptime(ops: TestClient[Litestar]) -> None:
     response = ops.get("/health")
     assert response.status_code == 200
     body = response.json()
@@ -31,7 +32,7 @@ def test_liveness_is_pass_with_uptime(ops: TestClient) -> None:  # type: ignore[
     assert body["uptime"] >= 0
 
 
-def test_readiness_passes_with_a_check_per_server(ops: TestClient) -> None:  # type: ignore[type-arg]
+def test_readiness_passes_with_a_check_per_server(ops: TestClient[Litestar]) -> None:
     response = ops.get("/health/ready")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/health+json")
@@ -49,7 +50,7 @@ def test_readiness_passes_with_a_check_per_server(ops: TestClient) -> None:  # t
     assert "output" not in replica  # details only with ?verbose
 
 
-def test_verbose_readiness_adds_details_for_people(ops: TestClient) -> None:  # type: ignore[type-arg]
+def test_verbose_readiness_adds_details_for_people(ops: TestClient[Litestar]) -> None:
     body = ops.get("/health/ready", params={"verbose": "true"}).json()
     assert body["phase"] == "ready"
     assert isinstance(body["pid"], int)
@@ -80,7 +81,7 @@ def test_readiness_fails_before_warm_up_ends(database: TestDatabase) -> None:
     assert response.json()["output"] == "starting"
 
 
-def test_metrics_snapshot_is_numbers(ops: TestClient) -> None:  # type: ignore[type-arg]
+def test_metrics_snapshot_is_numbers(ops: TestClient[Litestar]) -> None:
     assert ops.get("/health/ready").status_code == 200  # use every pool once
     response = ops.get("/health/metrics")
     assert response.status_code == 200

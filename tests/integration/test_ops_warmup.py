@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -15,7 +14,7 @@ from structlog.testing import capture_logs
 from app.config import Settings
 from app.main import create_app
 from app.process.lifecycle import StartupAborted
-from tests.conftest import make_client
+from tests.support.api import make_client
 from tests.support.cluster import TestDatabase, fetchval, wait_until
 from tests.support.server import free_port
 
@@ -77,7 +76,7 @@ def test_the_writer_down_at_start_stops_it_with_one_clear_line(database: TestDat
     with capture_logs() as logs, pytest.raises(ExceptionGroup) as raised:
         TestClient(app).__enter__()
     assert raised.group_contains(StartupAborted)
-    errors: list[dict[str, Any]] = [event for event in logs if event["log_level"] == "error"]
+    errors = [event for event in logs if event["log_level"] == "error"]
     assert len(errors) == 1, errors
     assert errors[0]["event"] == "the primary is unreachable; not starting"
     assert "Pw4Secret" not in repr(errors)

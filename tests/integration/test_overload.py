@@ -12,23 +12,23 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from litestar import Litestar
 from litestar.testing import TestClient
 
 from app.config import Settings
 from app.db.connection import Connection
 from app.db.database import Database
 from app.db.session import DbSession
-from tests.conftest import make_client
-from tests.faults.helpers import ACTIVE_QUERIES, TableLock, query, wait_for, wait_lock_waiters
-from tests.support.api import assert_problem, create_user
+from tests.support.api import assert_problem, create_user, make_client
 from tests.support.cluster import TestDatabase, fetchval
 from tests.support.driver import SELECT_ONE, driver
+from tests.support.faults import ACTIVE_QUERIES, TableLock, query, wait_for, wait_lock_waiters
 
 _PRIMARY = "messenger-primary"
 _PIDS = "SELECT array_agg(pid ORDER BY pid) FROM pg_stat_activity WHERE application_name = $1"
 
 
-def _set_status(client: TestClient, user_id: int) -> Any:  # type: ignore[type-arg]
+def _set_status(client: TestClient[Litestar], user_id: int) -> Any:
     started = time.monotonic()
     response = client.put(f"/users/{user_id}/status", json={"status": "away"})
     return response, time.monotonic() - started

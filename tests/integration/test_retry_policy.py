@@ -20,9 +20,9 @@ from app.db.connection import Connection
 from app.db.database import Database
 from app.db.errors import DatabaseUnavailableError
 from app.db.session import DbSession
-from tests.faults.helpers import query, wait_for
 from tests.support.cluster import TestDatabase
 from tests.support.driver import SELECT_ONE, driver
+from tests.support.faults import query, wait_for
 from tests.support.server import free_port
 
 pytestmark = pytest.mark.anyio

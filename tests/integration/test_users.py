@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from litestar import Litestar
 from litestar.testing import TestClient
 
 from tests.support.api import assert_problem, create_user
 
 
-def test_create_returns_the_user_and_a_consistency_token(client: TestClient) -> None:
+def test_create_returns_the_user_and_a_consistency_token(client: TestClient[Litestar]) -> None:
     response = client.post("/users", json={"username": "ann_1x", "display_name": "Ann"})
     assert response.status_code == 201
     user = response.json()
@@ -18,19 +19,19 @@ def test_create_returns_the_user_and_a_consistency_token(client: TestClient) -> 
     assert "/" in response.headers["x-consistency-token"]
 
 
-def test_display_name_defaults_to_username(client: TestClient) -> None:
+def test_display_name_defaults_to_username(client: TestClient[Litestar]) -> None:
     user = create_user(client, display_name=None)
     assert user["display_name"] == user["username"]
 
 
-def test_taken_username_is_409(client: TestClient) -> None:
+def test_taken_username_is_409(client: TestClient[Litestar]) -> None:
     user = create_user(client)
     response = client.post("/users", json={"username": user["username"]})
     problem = assert_problem(response, 409)
     assert "taken" in problem["detail"]
 
 
-def test_get_user_reads_what_was_written(client: TestClient) -> None:
+def test_get_user_reads_what_was_written(client: TestClient[Litestar]) -> None:
     user = create_user(client)
     token = client.post("/users", json={"username": user["username"] + "x"}).headers[
         "x-consistency-token"
@@ -40,11 +41,11 @@ def test_get_user_reads_what_was_written(client: TestClient) -> None:
     assert response.json() == user
 
 
-def test_unknown_user_is_404(client: TestClient) -> None:
+def test_unknown_user_is_404(client: TestClient[Litestar]) -> None:
     assert_problem(client.get("/users/999999999"), 404)
 
 
-def test_set_status_and_list_by_status_in_pages(client: TestClient) -> None:
+def test_set_status_and_list_by_status_in_pages(client: TestClient[Litestar]) -> None:
     users = [create_user(client) for _ in range(5)]
     token = ""
     for user in users:
@@ -68,11 +69,11 @@ def test_set_status_and_list_by_status_in_pages(client: TestClient) -> None:
     assert seen == sorted(seen)
 
 
-def test_set_status_of_unknown_user_is_404(client: TestClient) -> None:
+def test_set_status_of_unknown_user_is_404(client: TestClient[Litestar]) -> None:
     assert_problem(client.put("/users/999999999/status", json={"status": "online"}), 404)
 
 
-def test_list_without_filter_pages_by_id(client: TestClient) -> None:
+def test_list_without_filter_pages_by_id(client: TestClient[Litestar]) -> None:
     create_user(client)
     page = client.get("/users?limit=1").json()
     assert len(page["items"]) == 1

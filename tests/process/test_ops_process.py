@@ -15,8 +15,6 @@ from tests.support.cluster import TestDatabase, wait_until
 from tests.support.redis_server import redis_server
 from tests.support.server import ServerProcess, free_port
 
-pytestmark = pytest.mark.slow
-
 PASSWORD = "S3cretPw"
 
 

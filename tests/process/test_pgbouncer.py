@@ -16,12 +16,10 @@ import httpx
 import pytest
 
 from app.dev.cluster import EmbeddedCluster
-from tests.faults.helpers import LOCK_WAITERS, TableLock
-from tests.faults.pgbouncer import PgBouncer, pgbouncer_binary
 from tests.support.cluster import TestDatabase, fetchval, wait_until
+from tests.support.faults import LOCK_WAITERS, TableLock
+from tests.support.pgbouncer import PgBouncer, pgbouncer_binary
 from tests.support.server import ServerProcess
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,6 @@ import pytest
 from tests.support.cluster import TestDatabase
 from tests.support.server import ServerProcess
 
-pytestmark = pytest.mark.slow
-
 CHECKS = (
     "not_a_server_error,response_schema_conformance,response_headers_conformance,"
     "status_code_conformance,content_type_conformance"

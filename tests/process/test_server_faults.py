@@ -1,8 +1,9 @@
 """Faults under a steady stream of reads and sends against a real granian process.
 
-Each test runs the service (`python -m app serve`) on the fault tests' own cluster (a primary
-and two streaming replicas), drives it from a background thread (`Traffic`), breaks a server
-for real, and checks every response. The timings are printed (`pytest -s`) as `[timing]`.
+Each test runs the service (`python -m app serve`) on this module's own cluster
+(`fault_cluster`: a primary and two streaming replicas), drives it from a background thread
+(`Traffic`), breaks a server for real, and checks every response. The timings are printed
+(`pytest -s`) as `[timing]`.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from app.dev.cluster import EmbeddedCluster
-from tests.faults.helpers import log_events
-from tests.faults.traffic import Outcome, Traffic, between, summary
-from tests.support.cluster import TestDatabase, fetchval, wait_until
+from app.dev.cluster import StopMode
+from tests.support.cluster import TestDatabase, embedded, fetchval, wait_until
+from tests.support.faults import log_events
 from tests.support.server import ServerProcess
-
-pytestmark = pytest.mark.slow
+from tests.support.traffic import Outcome, Traffic, between, summary
 
 _SERVE = {"DB_POOL_MIN": "2", "DB_REPLICA_POOL_MIN": "1"}
 _SESSIONS = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
@@ -31,11 +30,6 @@ def _chat(server: ServerProcess) -> tuple[int, int]:
         user = client.post("/users", json={"username": f"f_{time.time_ns() % 10**12}"}).json()
         chat = client.post("/chats", json={"member_ids": [user["id"]]}).json()
     return int(chat["id"]), int(user["id"])
-
-
-def _cluster(database: TestDatabase) -> EmbeddedCluster:
-    assert database.cluster is not None
-    return database.cluster
 
 
 def _more_traffic(traffic: Traffic, requests: int, what: str) -> None:
@@ -60,7 +54,7 @@ def _report(title: str, **parts: Any) -> None:
 
 
 def test_a_killed_replica_fails_no_read_and_returns(fault_cluster: TestDatabase) -> None:
-    cluster = _cluster(fault_cluster)
+    cluster = embedded(fault_cluster)
     replica = cluster.replicas[0]
     with ServerProcess(fault_cluster, **_SERVE) as server:
         chat_id, sender_id = _chat(server)
@@ -108,7 +102,7 @@ def test_a_killed_replica_fails_no_read_and_returns(fault_cluster: TestDatabase)
 def test_a_paused_replica_leaves_past_the_lag_limit_and_returns(
     fault_cluster: TestDatabase,
 ) -> None:
-    replica = _cluster(fault_cluster).replicas[0]
+    replica = embedded(fault_cluster).replicas[0]
     with ServerProcess(fault_cluster, DB_REPLICA_MAX_LAG_S="1", **_SERVE) as server:
         chat_id, sender_id = _chat(server)
         traffic = Traffic(server.url, chat_id, sender_id).start()
@@ -151,16 +145,16 @@ def test_a_paused_replica_leaves_past_the_lag_limit_and_returns(
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_a_primary_restart_loses_and_duplicates_no_acknowledged_message(
-    fault_cluster: TestDatabase, mode: str
+    fault_cluster: TestDatabase, mode: StopMode
 ) -> None:
-    primary = _cluster(fault_cluster).primary
+    primary = embedded(fault_cluster).primary
     with ServerProcess(fault_cluster, **_SERVE) as server:
         chat_id, sender_id = _chat(server)
         traffic = Traffic(server.url, chat_id, sender_id).start()
         try:
             _more_traffic(traffic, 150, "baseline traffic")
             down_at = time.time()
-            primary.stop(mode)  # type: ignore[arg-type]
+            primary.stop(mode)
             stopped_at = time.time()
             _more_traffic(traffic, 30, "traffic during the outage")
             primary.start()
@@ -190,7 +184,9 @@ def test_a_primary_restart_loses_and_duplicates_no_acknowledged_message(
     assert set(resent.values()) <= {200, 201}
     acknowledged = {o.key for o in outcomes if o.kind == "send" and o.status in (200, 201)}
     counts = _stored_counts(fault_cluster, sender_id)
-    assert all(counts.get(key) == 1 for key in acknowledged), "an acknowledged send is missing"
+    assert all(key is not None and counts.get(key) == 1 for key in acknowledged), (
+        "an acknowledged send is missing"
+    )
     assert all(counts.get(key) == 1 for key in resent), "a resent message is missing"
     assert all(count == 1 for count in counts.values()), "a message was stored twice"
     _report(

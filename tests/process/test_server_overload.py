@@ -15,18 +15,15 @@ import time
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.faults.helpers import (
+from tests.support.cluster import TestDatabase, fetchval, wait_until
+from tests.support.faults import (
     ACTIVE_QUERIES,
     TableLock,
     latency_summary,
     wait_lock_waiters,
 )
-from tests.support.cluster import TestDatabase, fetchval, wait_until
 from tests.support.server import ServerProcess
-
-pytestmark = pytest.mark.slow
 
 _PRIMARY = "messenger-primary"
 

@@ -1,6 +1,6 @@
 """Graceful shutdown of the real service (`python -m app serve`, granian) under steady load.
 
-On SIGTERM readiness fails at once, requests already accepted finish with 2xx, the replica
+On SIGTERM readiness fails at once, requests already accepted finish with 2xx, the cluster
 monitor stops, the pools are disposed within `SHUTDOWN_TIMEOUT_S`, each step is logged, and
 the process exits within the limit.
 """
@@ -16,15 +16,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 
-from tests.support.cluster import TestDatabase, fetchval, paused, wait_until
+from tests.support.cluster import TestDatabase, embedded, fetchval, paused, wait_until
 from tests.support.server import ServerProcess
-
-pytestmark = pytest.mark.slow
 
 SHUTDOWN_TIMEOUT_S = 3
 IN_FLIGHT = 5
@@ -91,7 +89,7 @@ class HeldLock:
         conn = await asyncpg.connect(self._url, timeout=5)
         try:
             async with conn.transaction():
-                await conn.driver.execute("LOCK TABLE users IN SHARE MODE")
+                await conn.execute("LOCK TABLE users IN SHARE MODE")
                 self._locked.set()
                 await asyncio.get_running_loop().run_in_executor(None, self._release.wait, 60)
         finally:
@@ -110,7 +108,7 @@ class HeldLock:
         self.release()
 
 
-def log_events(logs: str) -> list[dict[str, object]]:
+def log_events(logs: str) -> list[dict[str, Any]]:
     """The service's JSON log lines (APP_ENV=production); granian's own lines are skipped."""
     events = []
     for line in logs.splitlines():
@@ -119,7 +117,7 @@ def log_events(logs: str) -> list[dict[str, object]]:
     return events
 
 
-def event_time(events: list[dict[str, object]], name: str) -> float:
+def event_time(events: list[dict[str, Any]], name: str) -> float:
     for event in events:
         if event["event"] == name:
             return datetime.fromisoformat(str(event["timestamp"])).timestamp()
@@ -204,7 +202,7 @@ def test_sigterm_under_load_finishes_accepted_requests_and_exits_in_time(
     steps = [
         "shutdown signal received; readiness now fails",
         "in-flight requests finished",
-        "replica monitor stopped",
+        "cluster monitor stopped",
         "pools disposed",
         "stopped",
     ]
@@ -230,12 +228,10 @@ def test_sigterm_under_load_finishes_accepted_requests_and_exits_in_time(
 
 
 def test_shutdown_with_a_hung_replica_stays_within_the_time_limit(
-    database: TestDatabase,
+    fault_cluster: TestDatabase,
 ) -> None:
-    if database.cluster is None:
-        pytest.skip("needs the embedded cluster (pauses a server)")
-    node = database.cluster.replicas[0]
-    with production_server(database) as server:
+    node = embedded(fault_cluster).replicas[0]  # paused: on a cluster of this module's own
+    with production_server(fault_cluster) as server:
         assert httpx.get(f"{server.url}/health/ready").status_code == 200
         with paused(node):
             signalled = time.time()

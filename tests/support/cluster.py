@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,14 @@ import asyncpg
 import psutil
 
 from app.dev.cluster import EmbeddedCluster, Node
+from app.schema.migrate import upgrade
 
 
 @dataclass
 class TestDatabase:
-    __test__ = False
-
     """URLs of the primary and replicas, and (for the embedded cluster) control over them."""
+
+    __test__ = False
 
     primary_url: str
     replica_urls: list[str]
@@ -46,9 +48,7 @@ class TestDatabase:
         target = fetchval(self.primary_url, "SELECT pg_current_wal_lsn()")
         for url in self.replica_urls:
             wait_until(
-                lambda url=url: fetchval(
-                    url, "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", target
-                ),
+                partial(fetchval, url, "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", target),
                 timeout_s,
                 f"replica {url} replays {target}",
             )
@@ -71,6 +71,37 @@ def start_test_database() -> TestDatabase:
 def stop_test_database(database: TestDatabase) -> None:
     for cleanup in database._cleanup:
         cleanup()
+
+
+@contextmanager
+def fresh_cluster() -> Iterator[TestDatabase]:
+    """A primary and two streaming replicas of the caller's own, in a temporary directory,
+    migrated, destroyed afterwards: for tests that stop, kill or pause servers."""
+    cluster = EmbeddedCluster(Path(tempfile.mkdtemp(prefix="messenger-own-pg-")), replicas=2)
+    try:
+        cluster.start()
+        upgrade(cluster.primary_url)
+        cluster.wait_streaming()
+        yield TestDatabase(cluster.primary_url, cluster.replica_urls, cluster)
+    finally:
+        cluster.destroy()
+
+
+def restore(database: TestDatabase) -> None:
+    """Every server of an own cluster running, replaying and streaming again."""
+    cluster = embedded(database)
+    cluster.primary.start()
+    for node in cluster.replicas:
+        node.start()
+        fetchval(node.url, "SELECT pg_wal_replay_resume()")
+    cluster.wait_streaming()
+    database.wait_replicas()
+
+
+def embedded(database: TestDatabase) -> EmbeddedCluster:
+    """The embedded cluster behind `database` (own clusters always have one)."""
+    assert database.cluster is not None, "needs the embedded cluster"
+    return database.cluster
 
 
 def fetchval(url: str, query: str, *args: Any) -> Any:

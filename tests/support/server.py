@@ -1,4 +1,7 @@
-"""A real service process (`python -m app serve`, i.e. granian) for process-level tests."""
+"""A real service process (`python -m app serve`, i.e. granian) for process-level tests.
+
+Under pytest it runs only for tests in tests/process/, which are slow by folder (a test
+elsewhere that starts one fails at once, instead of slowing the fast suite down)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import httpx
 from tests.support.cluster import TestDatabase
 
 ROOT = Path(__file__).resolve().parents[2]
+PROCESS_TESTS = "tests/process/"
 
 
 def free_port() -> int:
@@ -44,6 +48,9 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_timeout_s: float = 30.0) -> ServerProcess:
+        test = os.environ.get("PYTEST_CURRENT_TEST")
+        if test is not None and not test.startswith(PROCESS_TESTS):
+            raise AssertionError(f"{test}: tests of a real server process go in {PROCESS_TESTS}")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve"],
             cwd=ROOT,

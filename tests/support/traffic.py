@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from tests.faults.helpers import latency_summary
+from tests.support.faults import latency_summary
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,10 @@ def replica_set(*loads: int) -> tuple[ReplicaSet, list[StubPool]]:
     return ReplicaSet(cast("list[Pool]", pools)), pools
 
 
-def chosen(replicas: ReplicaSet, **kwargs: object) -> str | None:
-    pool = replicas.choose(**kwargs)  # type: ignore[arg-type]
+def chosen(
+    replicas: ReplicaSet, min_lsn: int | None = None, exclude: frozenset[str] = frozenset()
+) -> str | None:
+    pool = replicas.choose(min_lsn, exclude)
     return pool.name if pool is not None else None
 
 
@@ -101,7 +103,7 @@ def test_a_failure_report_takes_the_replica_out() -> None:
     replicas.report_failure(cast("Pool", pools[1]), "read failed: ConnectionRefusedError")
     assert [state.healthy for state in replicas.states] == [True, False]
     assert replicas.states[1].reason == "read failed: ConnectionRefusedError"
-    assert replicas.choose() is pools[0], "reads go to the one left"
+    assert replicas.choose() is cast("Pool", pools[0]), "reads go to the one left"
 
 
 def test_a_probe_begun_before_a_failure_does_not_undo_it() -> None:
