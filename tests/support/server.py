@@ -33,6 +33,9 @@ class ServerProcess:
     """`with ServerProcess(database, WORKERS="2") as server:`; its output in `server.logs()`."""
 
     def __init__(self, database: TestDatabase, **env: str) -> None:
+        test = os.environ.get("PYTEST_CURRENT_TEST")
+        if test is not None and not test.startswith(PROCESS_TESTS):
+            raise AssertionError(f"{test}: tests of a real server process go in {PROCESS_TESTS}")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._env = {
@@ -48,9 +51,6 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_timeout_s: float = 30.0) -> ServerProcess:
-        test = os.environ.get("PYTEST_CURRENT_TEST")
-        if test is not None and not test.startswith(PROCESS_TESTS):
-            raise AssertionError(f"{test}: tests of a real server process go in {PROCESS_TESTS}")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve"],
             cwd=ROOT,
