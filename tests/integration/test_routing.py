@@ -1,6 +1,6 @@
 """Pools by server: each replica pool connects to its replica, and without replicas every
 read uses the writer pool. (Which server answers a read is proven with paused replay, on a
-cluster of its own: tests/faults/test_routing.py.)"""
+cluster of its own: tests/faults/test_read_your_writes.py.)"""
 
 from __future__ import annotations
 
