@@ -41,7 +41,7 @@ async def _scenario(settings: Settings) -> tuple[int, int, int]:
     release.set()
     await asyncio.gather(*holders)
     after_burst = database.writer.snapshot().total
-    reaper = IdleReaper([("primary", pool, 2)], idle_timeout_s=0.3)
+    reaper = IdleReaper(lambda: [("primary", pool, 2)], idle_timeout_s=0.3)
     reaper.periodic.start()
     deadline = time.monotonic() + 10
     try:
