@@ -1,53 +1,62 @@
-# The project's interface. `just --list` shows every recipe.
+# The project's interface. `just --list` shows every recipe; docs/development.md explains them.
+# uv picks a Python that satisfies `requires-python` (3.11 or newer) from what is installed.
 set shell := ["bash", "-euo", "pipefail", "-c"]
 set dotenv-load := false
-
-export UV_PYTHON := "3.11"
 
 # Show the recipes
 default:
     @just --list
 
-# Install the locked dependencies into .venv, precompiled: with PYTHONDONTWRITEBYTECODE set (as
-# on these machines) every start would otherwise recompile Litestar and SQLAlchemy (3 s, not 1 s)
+# Precompiled (with PYTHONDONTWRITEBYTECODE set, every start would otherwise recompile Litestar
+# and SQLAlchemy: 3 s instead of 1 s).
+# Install the locked dependencies and the project itself (editable) into .venv
 sync:
     uv sync --locked --compile-bytecode --quiet
 
 # Serve the API on http://127.0.0.1:8000 (embedded PostgreSQL primary + replica when DATABASE_URL is unset)
 run: sync
-    uv run --locked python -m app serve
+    uv run --locked messenger serve
 
-# The fast suite (unit + integration against a real primary and two replicas)
+# The fast suite: tests/unit, tests/integration and the fault tests not marked slow
 test *ARGS: sync
     uv run --locked pytest -m "not slow" {{ARGS}}
 
-# Everything, the slow fault and process tests included (what CI runs)
+# Everything, tests/process and the slow fault tests included (what CI runs)
 test-all *ARGS: sync
     uv run --locked pytest {{ARGS}}
 
-# ruff, ruff format --check, mypy strict on app/, hadolint on the Containerfile
+# ruff, ruff format --check, mypy strict, the import contracts (lint-imports), hadolint
 lint: sync
-    uv run --locked ruff check app tests alembic
-    uv run --locked ruff format --check app tests alembic
+    uv run --locked ruff check app tests
+    uv run --locked ruff format --check app tests
     uv run --locked mypy
+    uv run --locked lint-imports
     uv run --locked hadolint Containerfile
 
-# Format the code
+# Format the code and apply ruff's safe fixes
 fmt: sync
-    uv run --locked ruff check --fix app tests alembic
-    uv run --locked ruff format app tests alembic
+    uv run --locked ruff check --fix app tests
+    uv run --locked ruff format app tests
 
 # Apply migrations to DATABASE_URL (the embedded primary when unset)
 migrate REVISION="head": sync
-    uv run --locked python -m app migrate {{REVISION}}
+    uv run --locked messenger migrate {{REVISION}}
 
 # Start the embedded cluster and print its URLs (it keeps running)
 db-up: sync
-    uv run --locked python -m app db up
+    uv run --locked messenger db up
 
 # Stop the embedded cluster
 db-down: sync
-    uv run --locked python -m app db down
+    uv run --locked messenger db down
+
+# Switch the embedded cluster over: stop its primary (fast) and promote a standby
+db-failover: sync
+    uv run --locked messenger db failover
+
+# Rebuild the embedded cluster's old primary as a standby of the new one
+db-rejoin: sync
+    uv run --locked messenger db rejoin
 
 # Benchmark against a bare Litestar + asyncpg baseline: MODE full (~7 min), quick (~2.5 min) or profile (py-spy, ~2 min); writes tests/bench/results/
 bench MODE="full": sync bench-wrk
