@@ -94,12 +94,14 @@ class DatabaseSettings:
 
 @dataclass(frozen=True, slots=True)
 class MonitorSettings:
-    """The replica monitor: how often replicas are probed and how stale one may be."""
+    """The replica monitor, and how reads use what it learns."""
 
     interval_s: float = 1.0
     """Time between two probe rounds (`DB_REPLICA_CHECK_INTERVAL_MS`)."""
     max_lag_s: float = 10.0
     """A replica further behind than this leaves the rotation (`DB_REPLICA_MAX_LAG_S`)."""
+    token_wait_s: float = 0.02
+    """How long a read with a token waits for a replica to replay it (`DB_TOKEN_WAIT_MS`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,7 @@ class Settings:
             monitor=MonitorSettings(
                 interval_s=reader.millis("DB_REPLICA_CHECK_INTERVAL_MS", 1000, minimum=50),
                 max_lag_s=reader.number("DB_REPLICA_MAX_LAG_S", 10.0, minimum=0.0),
+                token_wait_s=reader.millis("DB_TOKEN_WAIT_MS", 20, minimum=0),
             ),
             server=ServerSettings(
                 host=reader.text("HOST", "127.0.0.1"),

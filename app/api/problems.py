@@ -18,7 +18,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
-from app.db.errors import DatabaseUnavailableError, sqlstate_of
+from app.db.errors import DatabaseUnavailableError, TokenAheadError, sqlstate_of
 from app.domain.errors import ConflictError, DomainError, ForbiddenError, NotFoundError
 
 PROBLEM_JSON = "application/problem+json"
@@ -86,6 +86,11 @@ def _unavailable(
     )
 
 
+def _token_ahead(request: Request[Any, Any, Any], exc: TokenAheadError) -> Response[Problem]:
+    detail = "X-Consistency-Token is ahead of the database: send a token an earlier write returned"
+    return problem_response(request, 400, detail)
+
+
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     status = exc.status_code
     errors = None
@@ -142,6 +147,7 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     DomainError: _domain_error,
     DatabaseUnavailableError: _unavailable,
+    TokenAheadError: _token_ahead,
     HTTPException: _http_error,
     Exception: _unexpected,
 }

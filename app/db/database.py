@@ -42,6 +42,7 @@ log = structlog.get_logger("app.db")
 _SERVER_VERSION: Scalar[str] = Scalar("SELECT current_setting('server_version')", str)
 _DATABASE_NAME: Scalar[str] = Scalar("SELECT current_database()", str)
 _MAX_CONNECTIONS: Scalar[int] = Scalar("SELECT current_setting('max_connections')::int", int)
+_PRIMARY_POSITION: Scalar[int] = Scalar("SELECT pg_current_wal_lsn()", int)
 PROBE_TIMEOUT_S = 1.0  # each monitor probe, connecting included
 WAIT_FOR_PRIMARY_RETRY_S = 0.5
 WRITER = "primary"  # the writer pool's name, whichever member it is on
@@ -96,6 +97,8 @@ class Database:
         self._loops: list[Periodic] = []
         self._closing: set[asyncio.Task[None]] = set()
         self._started = False
+        self._commit_high = 0  # the highest commit position this process saw
+        self._refreshing: asyncio.Task[int] | None = None
 
     # -- pools ------------------------------------------------------------------------------
 
@@ -153,6 +156,29 @@ class Database:
         """Raise `DatabaseUnavailableError` (503) while writes are refused (two primaries)."""
         if self.write_block is not None:
             raise DatabaseUnavailableError(self.write_block, retry_after_s=1)
+
+    @property
+    def primary_position(self) -> int:
+        """The highest WAL position this process knows the primary reached: the monitor's
+        last sample, or a later commit of this process. A consistency token above it may
+        still be genuine (another instance wrote since): see `refresh_primary_position`."""
+        return max(self.monitor.primary_position, self._commit_high)
+
+    def note_commit(self, position: int) -> None:
+        """A write of this process committed at `position`."""
+        self._commit_high = max(self._commit_high, position)
+
+    async def refresh_primary_position(self) -> int:
+        """Ask the primary for its position now; concurrent callers share one query."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._query_primary_position())
+        return await asyncio.shield(self._refreshing)
+
+    async def _query_primary_position(self) -> int:
+        async with self.writer.acquire() as conn:
+            position = await conn.fetch_scalar(_PRIMARY_POSITION)
+        self.note_commit(position)
+        return position
 
     def writer_failed(self) -> None:
         """A write found the writer unreachable or read-only: ask the monitor for news now."""

@@ -41,6 +41,11 @@ class DatabaseUnavailableError(Exception):
         self.retry_after_s = retry_after_s
 
 
+class TokenAheadError(Exception):
+    """A consistency token names a WAL position the primary has not reached: it was not
+    returned by this service (a client error, answered 400)."""
+
+
 class CommandTimeoutError(Exception):
     """The server did not answer a statement within the client-side bound (asyncpg's
     `command_timeout`); treated like a statement timeout, never retried."""

@@ -119,6 +119,16 @@ WRITES_BLOCKED = Gauge(
 )
 
 
+TOKEN_READS = Counter(
+    "db_consistency_token_reads",
+    "Reads that carried an X-Consistency-Token, by where they were served: `replica` (known"
+    " to have replayed it), `replica_checked` (asked on the read's own connection, after"
+    " waiting up to DB_TOKEN_WAIT_MS), `primary` (no replica had replayed it: moved to the"
+    " writer), `rejected` (ahead of the primary: answered 400).",
+    ["served_by"],
+)
+
+
 def counter_total(counter: Counter, pool_name: str) -> float:
     """This process's count of `counter` for `pool_name`, summed over any other labels."""
     total = 0.0

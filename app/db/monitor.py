@@ -139,6 +139,11 @@ class ClusterMonitor:
         """Runs `probe_all` every interval; started by the data layer."""
 
     @property
+    def primary_position(self) -> int:
+        """The primary's WAL position at the last round that reached it (0 before one)."""
+        return self._history[-1][1] if self._history else 0
+
+    @property
     def members(self) -> list[str]:
         """Every member probed, in the order they were named."""
         return list(self._probes)

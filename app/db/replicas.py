@@ -89,6 +89,13 @@ class ReplicaSet:
                 return state
         return None
 
+    def of_pool(self, pool: Pool) -> ReplicaState | None:
+        """The state of the replica `pool` serves."""
+        for state in self.states:
+            if state.pool is pool:
+                return state
+        return None
+
     def of_member(self, member: str) -> ReplicaState | None:
         """The replica state of `member`, if it is in the set."""
         for state in self.states:

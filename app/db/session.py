@@ -1,9 +1,12 @@
 """The per-request data access handle: routes each operation to a pool and retries it.
 
-- reads go to a healthy, caught-up replica (or the writer when none qualifies, when the
-  request already wrote, or when its consistency token is newer than every replica); a read
-  that fails on a replica with a connection error moves to the next replica or the writer at
-  once, and that replica leaves the rotation until the monitor sees it recover;
+- reads go to a healthy, caught-up replica (or the writer when none qualifies, or when the
+  request already wrote); a read with a consistency token that no replica is known to have
+  replayed asks the replica it would use whether it has, on its own connection, waiting a
+  few milliseconds for it (`app.db.replay`), and goes to the writer only when it has not; a
+  token ahead of the primary itself is refused (`TokenAheadError`, a 400); a read that fails
+  on a replica with a connection error moves to the next replica or the writer at once, and
+  that replica leaves the rotation until the monitor sees it recover;
 - writes go to the writer; after a write, `commit_lsn` holds the primary's WAL position so
   the response can carry it (`app.api.consistency`);
 - transient connection failures are retried with exponential backoff (stamina, 100/200/400 ms
@@ -26,14 +29,15 @@ from app.db.database import Database
 from app.db.errors import (
     CommandTimeoutError,
     DatabaseUnavailableError,
+    TokenAheadError,
     is_database_error,
     is_read_only,
     is_statement_timeout,
     is_transient,
     never_sent,
 )
-from app.db.lsn import parse_lsn
 from app.db.pool import Pool
+from app.db.replay import has_replayed
 
 T = TypeVar("T")
 Operation = Callable[[Connection], Awaitable[T]]
@@ -44,7 +48,14 @@ RETRY_JITTER_S = 0.05
 # stamina clamps wait + jitter to the maximum: leave room for the jitter of the last wait.
 RETRY_WAIT_MAX_S = 0.4 + RETRY_JITTER_S
 
-_WAL_POSITION: Scalar[int] = Scalar("SELECT pg_current_wal_lsn()::text", parse_lsn)
+_WAL_POSITION: Scalar[int] = Scalar("SELECT pg_current_wal_lsn()", int)  # asyncpg: pg_lsn -> int
+
+
+class _NotServed:
+    """A checked replica had not replayed the token: the read goes elsewhere."""
+
+
+_NOT_SERVED = _NotServed()
 
 log = structlog.get_logger("app.db.session")
 
@@ -110,6 +121,11 @@ class DbSession:
         each replica that fails with a connection error is reported and skipped."""
         while True:
             pool = self._reader(failed)
+            if pool is self._db.writer and self._min_lsn is not None and not self.wrote:
+                result = await self._read_checked(operation, failed, self._min_lsn)
+                if not isinstance(result, _NotServed):
+                    return result
+                pool = self._db.writer
             try:
                 return await _run(pool, operation, in_transaction=self._transactions)
             except Exception as error:
@@ -119,6 +135,40 @@ class DbSession:
                 failed.add(pool.name)
                 self._db.replicas.report_failure(pool, f"read failed: {type(error).__name__}")
                 metrics.RETRIES.labels(pool.name).inc()
+
+    async def _read_checked(
+        self, operation: Operation[T], failed: set[str], token: int
+    ) -> T | _NotServed:
+        """A token read no replica is known to have replayed: ask the replica it would use
+        (`app.db.replay`). `_NOT_SERVED` when none has it: the caller reads on the writer,
+        unless the token is ahead of the primary itself (then `TokenAheadError`)."""
+        db = self._db
+        pool = db.replicas.choose(None, exclude=frozenset(failed))
+        state = db.replicas.of_pool(pool) if pool is not None else None
+        if pool is not None and state is not None:
+            try:
+                async with pool.acquire() as conn:
+                    wait_s = db.settings.monitor.token_wait_s
+                    known = db.primary_position
+                    if await has_replayed(conn, state, token, wait_s=wait_s, known_primary=known):
+                        metrics.TOKEN_READS.labels("replica_checked").inc()
+                        return await _execute(conn, operation, in_transaction=self._transactions)
+            except Exception as error:
+                _note_failure(pool, error)
+                if not is_transient(error):
+                    raise
+                failed.add(pool.name)
+                db.replicas.report_failure(pool, f"read failed: {type(error).__name__}")
+        if token > db.primary_position:
+            try:
+                ahead = token > await db.refresh_primary_position()
+            except Exception:  # the writer is unreachable: the read below says so (503)
+                ahead = False
+            if ahead:
+                metrics.TOKEN_READS.labels("rejected").inc()
+                raise TokenAheadError("the token is ahead of the primary")
+        metrics.TOKEN_READS.labels("primary").inc()
+        return _NOT_SERVED
 
     async def write(self, operation: Operation[T], *, idempotent: bool = False) -> T:
         """Run a writing `operation` on the writer and record the commit position.
@@ -180,6 +230,8 @@ class DbSession:
             self.commit_lsn = await conn.fetch_scalar(_WAL_POSITION)
         except Exception as error:
             log.warning("consistency token unavailable", error=type(error).__name__)
+            return
+        self._db.note_commit(self.commit_lsn)
 
     @property
     def _transactions(self) -> bool:
@@ -191,7 +243,11 @@ class DbSession:
         if self.wrote:
             return self._db.writer
         pool = self._db.replicas.choose(self._min_lsn, exclude=frozenset(failed))
-        return pool if pool is not None else self._db.writer
+        if pool is None:
+            return self._db.writer
+        if self._min_lsn is not None:
+            metrics.TOKEN_READS.labels("replica").inc()
+        return pool
 
 
 async def _run(pool: Pool, operation: Operation[T], *, in_transaction: bool) -> T:

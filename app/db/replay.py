@@ -1,0 +1,42 @@
+"""Read-your-writes on the replicas: has this replica replayed the client's token yet?
+
+The monitor learns each replica's replay position once per interval, so right after a write
+every replica looks behind the write's token. Rather than sending such reads to the primary,
+the read asks the replica it would use, on the connection it will read on, and reads there
+when the replica has replayed the token (a local standby replays within milliseconds). While
+it has not, the read waits a bounded few milliseconds (`DB_TOKEN_WAIT_MS`), asking again
+every `POLL_S`, and only then goes to the primary. Every answer also teaches the replica set
+the replica's position, so the next reads with older tokens skip the question.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from app.db.connection import Connection, Scalar
+from app.db.replicas import ReplicaState
+
+POLL_S = 0.002
+# A token this far past a replica cannot be replayed within a few milliseconds: no wait.
+WAIT_SKIP_BYTES = 16 * 1024 * 1024
+REPLAY_POSITION: Scalar[int] = Scalar("SELECT pg_last_wal_replay_lsn()", lambda value: value or 0)
+
+
+async def has_replayed(
+    conn: Connection, state: ReplicaState, token: int, *, wait_s: float, known_primary: int
+) -> bool:
+    """Whether the replica behind `conn` has replayed `token`, waiting up to `wait_s` for it
+    when the token is plausibly close (the primary is known to have reached it, or it is
+    within `WAIT_SKIP_BYTES` of the replica)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        position: int = await conn.fetch_scalar(REPLAY_POSITION)
+        # Learned: later reads with older tokens are routed without asking.
+        state.replay_lsn = max(state.replay_lsn, position)
+        if position >= token:
+            return True
+        plausible = token <= known_primary or token - position <= WAIT_SKIP_BYTES
+        if not plausible or loop.time() + POLL_S > deadline:
+            return False
+        await asyncio.sleep(POLL_S)

@@ -1,0 +1,105 @@
+"""Read-your-writes served by the replicas: a read carrying the token of a write made a
+moment ago asks its replica whether it has replayed the token and reads there; only a token
+no replica replays in time goes to the primary, and a token ahead of the primary is refused.
+(Replay paused on purpose: tests/faults/test_read_your_writes.py.)"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+from prometheus_client import REGISTRY
+
+from app.db.lsn import format_lsn
+from tests.support.api import create_chat, create_user, make_client
+from tests.support.cluster import TestDatabase, fetchval
+
+_PAIRS = 50
+
+
+@pytest.fixture(scope="module")
+def app_client(database: TestDatabase) -> Iterator[TestClient[Litestar]]:
+    with make_client(database) as client:
+        yield client
+
+
+def _served(by: str) -> float:
+    value = REGISTRY.get_sample_value("db_consistency_token_reads_total", {"served_by": by})
+    return value or 0.0
+
+
+def _counts() -> dict[str, float]:
+    return {by: _served(by) for by in ("replica", "replica_checked", "primary", "rejected")}
+
+
+def _delta(before: dict[str, float]) -> dict[str, float]:
+    return {by: count - before[by] for by, count in _counts().items()}
+
+
+def test_token_reads_right_after_the_write_are_served_by_replicas(
+    app_client: TestClient[Litestar],
+) -> None:
+    user = create_user(app_client)
+    chat = create_chat(app_client, [user["id"]])
+    before = _counts()
+    for index in range(_PAIRS):
+        body = f"pair {index} {uuid.uuid4().hex[:8]}"
+        sent = app_client.post(
+            f"/chats/{chat['id']}/messages", json={"sender_id": user["id"], "body": body}
+        )
+        assert sent.status_code == 201, sent.text
+        token = sent.headers["x-consistency-token"]
+        read = app_client.get(
+            f"/chats/{chat['id']}/messages?limit=1", headers={"X-Consistency-Token": token}
+        )
+        assert read.status_code == 200, read.text
+        assert read.json()["items"][0]["body"] == body, "a token read sees its write"
+    served = _delta(before)
+    on_replicas = served["replica"] + served["replica_checked"]
+    assert on_replicas + served["primary"] == _PAIRS
+    # A local standby replays within milliseconds, well inside DB_TOKEN_WAIT_MS (20 ms).
+    assert on_replicas >= 0.9 * _PAIRS, served
+
+
+def test_a_genuine_token_ahead_of_this_instance_is_served_not_refused(
+    app_client: TestClient[Litestar], database: TestDatabase
+) -> None:
+    """Another instance wrote a moment ago: its token is ahead of everything this one saw."""
+    user = create_user(app_client)
+    fetchval(database.primary_url, "SELECT pg_logical_emit_message(true, 'test', 'x')")
+    token = str(fetchval(database.primary_url, "SELECT pg_current_wal_lsn()::text"))
+    before = _counts()
+    read = app_client.get(f"/users/{user['id']}", headers={"X-Consistency-Token": token})
+    assert read.status_code == 200, read.text
+    served = _delta(before)
+    assert served["rejected"] == 0
+    assert served["replica"] + served["replica_checked"] + served["primary"] == 1
+
+
+@pytest.mark.parametrize("token", ["FFFFFFFF/FFFFFFFF", "FFFF/0"])
+def test_a_token_ahead_of_the_primary_is_refused(
+    app_client: TestClient[Litestar], database: TestDatabase, token: str
+) -> None:
+    user = create_user(app_client)
+    before = _counts()
+    response = app_client.get(f"/users/{user['id']}", headers={"X-Consistency-Token": token})
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "ahead of the database" in response.json()["detail"]
+    assert _delta(before)["rejected"] == 1
+    assert _delta(before)["primary"] == 0, "a forged token never moves a read to the primary"
+
+
+def test_an_old_token_is_served_by_a_replica_without_asking(
+    app_client: TestClient[Litestar], database: TestDatabase
+) -> None:
+    user = create_user(app_client)
+    database.wait_replicas()
+    before = _counts()
+    old = format_lsn(1)
+    response = app_client.get(f"/users/{user['id']}", headers={"X-Consistency-Token": old})
+    assert response.status_code == 200
+    assert _delta(before)["replica"] == 1
