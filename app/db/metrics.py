@@ -3,7 +3,7 @@
 `db.client.connection.count` becomes `db_client_connections` (Prometheus reserves `_count` for
 histograms); pool names are logical (`primary`, `replica-0`), never hosts.
 
-Gauges are set by the process that owns the pool (`Pool.publish_metrics`, `app.ops.gauges`),
+Gauges are set by the process that owns the pool (`Pool.publish_metrics`, from `Database`),
 so they also work in prometheus_client's multiprocess mode (several granian workers): there
 each gauge declares how the workers' values combine (`livesum`: the pod's total; `livemax` /
 `livemin`: the worst worker's view).

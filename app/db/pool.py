@@ -3,8 +3,8 @@
 SQLAlchemy counts checked-in and checked-out connections but not the requests queued for
 one, nor wait and use times; `Pool.acquire` measures those around the checkout and logs
 checkout failures and timeouts. The pool's gauges (connections by state, pending requests)
-are written by `publish_metrics`, at every scrape and once a second (`app.ops.gauges`), not
-on every checkout: that is the hot path.
+are written by `publish_metrics`, at every scrape and once a second (`Database`'s gauge
+publisher), not on every checkout: that is the hot path.
 """
 
 from __future__ import annotations
