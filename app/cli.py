@@ -32,10 +32,12 @@ def _settings(environ: Mapping[str, str]) -> Settings:
 
 
 def _kill_timeout_s(settings: Settings) -> int:
-    """Room for the slowest in-flight request (pool wait + statement) and then the stop."""
+    """Room for the drain delay, the slowest in-flight request (pool wait + statement) and
+    then the stop."""
     pool = settings.writer_pool
     request_s = pool.timeout_s + pool.statement_timeout_s
-    return math.ceil(request_s + settings.server.shutdown_timeout_s + 1)
+    server = settings.server
+    return math.ceil(server.drain_delay_s + request_s + server.shutdown_timeout_s + 1)
 
 
 def granian_command(settings: Settings) -> list[str]:

@@ -116,6 +116,10 @@ class ServerSettings:
     """granian worker processes (`WORKERS`)."""
     shutdown_timeout_s: float = 10.0
     """Bound on closing the pools after the last request drained (`SHUTDOWN_TIMEOUT_S`)."""
+    drain_delay_s: float = 0.0
+    """After SIGTERM, readiness fails at once but the worker keeps serving (listener open)
+    this long before granian stops accepting: time for a load balancer's health checks to
+    take it out of rotation (`DRAIN_DELAY_S`; 0 stops accepting at once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +170,7 @@ class Settings:
                 port=reader.integer("PORT", 8000, minimum=1, maximum=65535),
                 workers=reader.integer("WORKERS", 1, minimum=1, maximum=64),
                 shutdown_timeout_s=reader.number("SHUTDOWN_TIMEOUT_S", 10.0, minimum=0.1),
+                drain_delay_s=reader.number("DRAIN_DELAY_S", 0.0, minimum=0.0),
             ),
             redis_url=reader.url("REDIS_URL", schemes=("redis", "rediss", "unix")),
         )

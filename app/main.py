@@ -37,6 +37,7 @@ def create_app(settings: Settings) -> Litestar:
         # Started in this order, stopped in the reverse one.
         [MetricsFiles(settings.server.workers), database, readiness],
         shutdown_timeout_s=settings.server.shutdown_timeout_s,
+        drain_delay_s=settings.server.drain_delay_s,
     )
     return Litestar(
         route_handlers=[UserController, ChatController, HealthController, MetricsController],

@@ -64,13 +64,19 @@ class Component(Protocol):
 class Lifecycle:
     """Shared by the lifespan, the signal handlers and the probes."""
 
-    def __init__(self, components: Sequence[Component] = (), shutdown_timeout_s: float = 10.0):
+    def __init__(
+        self,
+        components: Sequence[Component] = (),
+        shutdown_timeout_s: float = 10.0,
+        drain_delay_s: float = 0.0,
+    ):
         self.phase = Phase.STARTING
         self.started_at = time.monotonic()
         self.draining_since: float | None = None
         self.in_flight = 0  # HTTP requests being served (written by the HTTP middleware)
         self._components = tuple(components)
         self._shutdown_timeout_s = shutdown_timeout_s
+        self._drain_delay_s = drain_delay_s
 
     @property
     def uptime_s(self) -> float:
@@ -106,7 +112,9 @@ class Lifecycle:
         except BaseException:
             await self._stop(running)
             raise
-        restore_signals = install_drain_handlers(self._on_signal, self._announce)
+        restore_signals = install_drain_handlers(
+            self._on_signal, self._announce, sigterm_delay_s=self._drain_delay_s
+        )
         self.phase = Phase.READY
         log.info("ready", warm_up_ms=_ms_since(started))
         try:
@@ -141,8 +149,12 @@ class Lifecycle:
         self.begin_draining(name)
 
     def _announce(self, name: str) -> None:
+        delay = self._drain_delay_s if name == "SIGTERM" else 0.0
         log.info(
-            "shutdown signal received; readiness now fails", signal=name, in_flight=self.in_flight
+            "shutdown signal received; readiness now fails",
+            signal=name,
+            in_flight=self.in_flight,
+            drain_delay_s=delay,
         )
 
 
