@@ -8,6 +8,8 @@ what is wrong, never the value itself when the value may hold a secret (URLs).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import os
 from collections.abc import Mapping
@@ -123,6 +125,35 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Accounts, tokens, login limits, and who may read the operator endpoints."""
+
+    jwt_keys: tuple[tuple[str, bytes], ...] = ()
+    """Signing keys as (key id, secret), the first signs (`AUTH_JWT_KEYS`: `kid:secret,...`)."""
+    access_token_ttl_s: float = 900.0
+    """How long an access token is valid (`AUTH_ACCESS_TOKEN_TTL_S`)."""
+    refresh_token_ttl_s: float = 30 * 86400.0
+    """How long a refresh token is valid (`AUTH_REFRESH_TOKEN_TTL_S`)."""
+    login_limit_per_username: int = 10
+    """Login attempts per username and window (`AUTH_LOGIN_LIMIT_PER_USERNAME`)."""
+    login_limit_per_address: int = 50
+    """Login attempts per client address and window (`AUTH_LOGIN_LIMIT_PER_ADDRESS`)."""
+    login_window_s: float = 60.0
+    """The window the login limits count in (`AUTH_LOGIN_WINDOW_S`)."""
+    metrics_token: str | None = None
+    """Bearer token `/metrics` and `/health/metrics` require when set (`METRICS_TOKEN`)."""
+    metrics_public: bool = False
+    """Allow open operator endpoints in production (`METRICS_PUBLIC`)."""
+    openapi_enabled: bool = True
+    """Serve the OpenAPI document and its UI at `/schema` (`OPENAPI_ENABLED`)."""
+
+    @property
+    def signing_kid(self) -> str:
+        """The key id that signs new access tokens (the first key)."""
+        return self.jwt_keys[0][0]
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Validated service configuration, one group per concern."""
 
@@ -145,7 +176,9 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     """The HTTP server."""
     redis_url: str | None = None
-    """Redis, checked by readiness when set (`REDIS_URL`)."""
+    """Redis: checked by readiness, and shared login limits (`REDIS_URL`)."""
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    """Authentication and the operator endpoints' protection."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -173,6 +206,7 @@ class Settings:
                 drain_delay_s=reader.number("DRAIN_DELAY_S", 0.0, minimum=0.0),
             ),
             redis_url=reader.url("REDIS_URL", schemes=("redis", "rediss", "unix")),
+            auth=_auth(reader, app_env),
         )
 
 
@@ -216,6 +250,61 @@ def _database(reader: _Reader, app_env: Environment) -> DatabaseSettings:
     )
 
 
+MIN_JWT_KEY_BYTES = 32
+
+
+def _auth(reader: _Reader, app_env: Environment) -> AuthSettings:
+    keys = _jwt_keys(reader.secret("AUTH_JWT_KEYS"))
+    if not keys and app_env == "production":
+        raise ConfigError("AUTH_JWT_KEYS", "required when APP_ENV=production")
+    metrics_token = reader.secret("METRICS_TOKEN")
+    metrics_public = reader.boolean("METRICS_PUBLIC", default=False)
+    if app_env == "production" and metrics_token is None and not metrics_public:
+        raise ConfigError(
+            "METRICS_TOKEN",
+            "required when APP_ENV=production (or set METRICS_PUBLIC=true to serve /metrics"
+            " and /health/metrics to anyone)",
+        )
+    return AuthSettings(
+        jwt_keys=keys,
+        access_token_ttl_s=reader.number("AUTH_ACCESS_TOKEN_TTL_S", 900.0, minimum=10.0),
+        refresh_token_ttl_s=reader.number("AUTH_REFRESH_TOKEN_TTL_S", 30 * 86400.0, minimum=60.0),
+        login_limit_per_username=reader.integer(
+            "AUTH_LOGIN_LIMIT_PER_USERNAME", 10, minimum=1, maximum=100_000
+        ),
+        login_limit_per_address=reader.integer(
+            "AUTH_LOGIN_LIMIT_PER_ADDRESS", 50, minimum=1, maximum=1_000_000
+        ),
+        login_window_s=reader.number("AUTH_LOGIN_WINDOW_S", 60.0, minimum=1.0),
+        metrics_token=metrics_token,
+        metrics_public=metrics_public,
+        openapi_enabled=reader.boolean("OPENAPI_ENABLED", default=True),
+    )
+
+
+def _jwt_keys(raw: str | None) -> tuple[tuple[str, bytes], ...]:
+    """`kid:secret,kid:secret`: URL-safe base64 secrets of at least 32 bytes, ids unique."""
+    if raw is None:
+        return ()
+    keys: list[tuple[str, bytes]] = []
+    for item in raw.split(","):
+        kid, colon, encoded = item.strip().partition(":")
+        if not colon or not kid or not kid.isascii() or not kid.replace("-", "").isalnum():
+            raise ConfigError("AUTH_JWT_KEYS", "expected kid:secret pairs, kid of a-z, 0-9, -")
+        try:
+            secret = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        except (ValueError, binascii.Error):
+            raise ConfigError("AUTH_JWT_KEYS", f"the secret of {kid!r} is not base64") from None
+        if len(secret) < MIN_JWT_KEY_BYTES:
+            raise ConfigError(
+                "AUTH_JWT_KEYS", f"the secret of {kid!r} must be at least {MIN_JWT_KEY_BYTES} bytes"
+            )
+        if any(kid == seen for seen, _ in keys):
+            raise ConfigError("AUTH_JWT_KEYS", f"key id {kid!r} appears twice")
+        keys.append((kid, secret))
+    return tuple(keys)
+
+
 def _pool(reader: _Reader, prefix: str, default_min: int, default_max: int) -> PoolSettings:
     """`<prefix>_MIN`/`<prefix>_MAX`, and the timeouts both kinds of pool share."""
     min_size = reader.integer(f"{prefix}_MIN", default_min, minimum=0, maximum=1000)
@@ -248,6 +337,10 @@ class _Reader:
 
     def text(self, name: str, default: str) -> str:
         return self._raw(name) or default
+
+    def secret(self, name: str) -> str | None:
+        """A value that is never echoed in an error."""
+        return self._raw(name)
 
     def integer(
         self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None

@@ -96,11 +96,14 @@ class DbSession:
         self.wrote = False
         self.commit_lsn: int | None = None
 
-    async def read(self, operation: Operation[T]) -> T:
-        """Run a read-only `operation` on the right reader, retrying transient failures."""
+    async def read(self, operation: Operation[T], *, on_primary: bool = False) -> T:
+        """Run a read-only `operation` on the right reader, retrying transient failures.
+
+        `on_primary`: what was just written elsewhere must be seen now, and no token names
+        it (a login right after registering, a refresh token minted a moment ago)."""
         failed: set[str] = set()
         try:
-            return await self._read_once(operation, failed)  # the fast path: no retry machinery
+            return await self._read_once(operation, failed, on_primary)  # the fast path
         except Exception as error:
             if not is_transient(error):
                 _raise_translated(error)
@@ -110,18 +113,19 @@ class DbSession:
                 with attempt:
                     if attempt.num == 1:
                         raise first_failure  # let stamina schedule the backoff after it
-                    metrics.RETRIES.labels(self._reader(failed).name).inc()
-                    return await self._read_once(operation, failed)
+                    metrics.RETRIES.labels(self._reader(failed, on_primary).name).inc()
+                    return await self._read_once(operation, failed, on_primary)
         except Exception as error:
             _raise_translated(error)
         raise AssertionError("unreachable: stamina re-raises the last failure")
 
-    async def _read_once(self, operation: Operation[T], failed: set[str]) -> T:
+    async def _read_once(self, operation: Operation[T], failed: set[str], on_primary: bool) -> T:
         """One attempt: fail over from replica to replica (then the writer) without waiting;
         each replica that fails with a connection error is reported and skipped."""
         while True:
-            pool = self._reader(failed)
-            if pool is self._db.writer and self._min_lsn is not None and not self.wrote:
+            pool = self._reader(failed, on_primary)
+            wants_replica = not (self.wrote or on_primary)
+            if pool is self._db.writer and self._min_lsn is not None and wants_replica:
                 result = await self._read_checked(operation, failed, self._min_lsn)
                 if not isinstance(result, _NotServed):
                     return result
@@ -239,8 +243,8 @@ class DbSession:
         different server connections unless they share a transaction."""
         return self._db.settings.database.pgbouncer
 
-    def _reader(self, failed: set[str]) -> Pool:
-        if self.wrote:
+    def _reader(self, failed: set[str], on_primary: bool) -> Pool:
+        if self.wrote or on_primary:
             return self._db.writer
         pool = self._db.replicas.choose(self._min_lsn, exclude=frozenset(failed))
         if pool is None:

@@ -10,11 +10,13 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     Table,
     Text,
     UniqueConstraint,
+    Uuid,
     func,
     text,
 )
@@ -38,6 +40,9 @@ users = Table(
     Column("status", Text, nullable=False, server_default=text("'offline'")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Argon2id (PHC string); NULL for accounts made before passwords (they cannot log in
+    # until an operator sets one: `messenger user set-password`).
+    Column("password_hash", Text, nullable=True),
     CheckConstraint("username ~ '^[a-z0-9_]{3,32}$'", name="username_format"),
     CheckConstraint("char_length(display_name) BETWEEN 1 AND 64", name="display_name_length"),
     CheckConstraint("status IN ('online', 'offline', 'away')", name="status_value"),
@@ -79,10 +84,31 @@ messages = Table(
 )
 
 
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    # Every token of one login shares its family: reusing a spent one revokes them all.
+    Column("family", Uuid, nullable=False),
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", LargeBinary, nullable=False, unique=True),  # SHA-256, never the token
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Index("ix_refresh_tokens_family", "family"),
+    Index("ix_refresh_tokens_user_id", "user_id"),
+)
+
+# Columns that never leave the database in a record.
+SECRET_COLUMNS = frozenset({"password_hash"})
+
+
 def column_list(table: Table) -> str:
-    """The table's columns in definition order, as a SQL select list (`id, username, ...`).
+    """The table's columns in definition order, as a SQL select list (`id, username, ...`),
+    without `SECRET_COLUMNS`.
 
     Repositories select with it and build their records positionally, so a record's fields
     follow the table's column order (checked by `tests/unit/test_schema.py`).
     """
-    return ", ".join(column.name for column in table.columns)
+    return ", ".join(c.name for c in table.columns if c.name not in SECRET_COLUMNS)

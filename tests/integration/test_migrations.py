@@ -11,7 +11,7 @@ from app.schema.migrate import downgrade, upgrade
 from tests.support.cluster import TestDatabase, fetchval
 
 _TABLES = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = ANY($1)"
-_NAMES = ["users", "chats", "chat_members", "messages"]
+_NAMES = ["users", "chats", "chat_members", "messages", "refresh_tokens"]
 
 
 @pytest.fixture
@@ -27,12 +27,14 @@ def scratch_url(database: TestDatabase) -> Iterator[str]:
 
 def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
     upgrade(scratch_url)
+    assert fetchval(scratch_url, _TABLES, _NAMES) == 5
+    assert fetchval(scratch_url, "SELECT version_num FROM alembic_version") == "0002"
+    downgrade(scratch_url, "0001")
     assert fetchval(scratch_url, _TABLES, _NAMES) == 4
-    assert fetchval(scratch_url, "SELECT version_num FROM alembic_version") == "0001"
     downgrade(scratch_url, "base")
     assert fetchval(scratch_url, _TABLES, _NAMES) == 0
     upgrade(scratch_url)
-    assert fetchval(scratch_url, _TABLES, _NAMES) == 4
+    assert fetchval(scratch_url, _TABLES, _NAMES) == 5
 
 
 def test_schema_enforces_the_data_model(scratch_url: str) -> None:

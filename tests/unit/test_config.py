@@ -7,6 +7,8 @@ import pytest
 from app.config import ConfigError, Settings
 
 URL = "postgresql://app:S3cret-Pw@db.internal:5432/messenger"
+KEY = "k1:" + "A" * 43  # 32 bytes, URL-safe base64
+PRODUCTION_AUTH = {"AUTH_JWT_KEYS": KEY, "METRICS_TOKEN": "scrape-S3cret"}
 
 
 def test_defaults_for_development() -> None:
@@ -31,7 +33,7 @@ def test_defaults_for_development() -> None:
 def test_production_requires_database_url_and_defaults_to_verify_full() -> None:
     with pytest.raises(ConfigError, match=r"^DATABASE_URL: required"):
         Settings.from_env({"APP_ENV": "production"})
-    settings = Settings.from_env({"APP_ENV": "production", "DATABASE_URL": URL})
+    settings = Settings.from_env({"APP_ENV": "production", "DATABASE_URL": URL, **PRODUCTION_AUTH})
     assert settings.database.sslmode == "verify-full"
 
 
@@ -125,3 +127,34 @@ def test_units_are_converted_once_to_seconds() -> None:
 @pytest.mark.parametrize(("raw", "level"), [("debug", "debug"), ("WARNING", "warning")])
 def test_log_level(raw: str, level: str) -> None:
     assert Settings.from_env({"LOG_LEVEL": raw}).log_level == level
+
+
+def test_production_requires_signing_keys_and_protected_operator_endpoints() -> None:
+    base = {"APP_ENV": "production", "DATABASE_URL": URL}
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**base, "METRICS_TOKEN": "x"})
+    assert caught.value.variable == "AUTH_JWT_KEYS"
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**base, "AUTH_JWT_KEYS": KEY})
+    assert caught.value.variable == "METRICS_TOKEN"
+    public = Settings.from_env({**base, "AUTH_JWT_KEYS": KEY, "METRICS_PUBLIC": "true"})
+    assert public.auth.metrics_public is True
+    assert public.auth.metrics_token is None
+
+
+def test_signing_keys_rotate_by_key_id() -> None:
+    auth = Settings.from_env({"AUTH_JWT_KEYS": f"new:{'B' * 43}, {KEY}"}).auth
+    assert [kid for kid, _ in auth.jwt_keys] == ["new", "k1"]
+    assert auth.signing_kid == "new"
+    assert all(len(secret) == 32 for _, secret in auth.jwt_keys)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["k1", "k1:S3cret-short", ":" + "A" * 43, f"k 1:{'A' * 43}", f"{KEY},{KEY}", "k1:%%%S3cret"],
+)
+def test_bad_signing_keys_are_refused_without_echoing_them(raw: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"AUTH_JWT_KEYS": raw})
+    assert caught.value.variable == "AUTH_JWT_KEYS"
+    assert "S3cret" not in str(caught.value)

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Table
 
 from app.domain.records import Chat, Message, User
-from app.schema.tables import chats, column_list, messages, users
+from app.schema.tables import SECRET_COLUMNS, chats, column_list, messages, users
 
 
 def _fields(record: type[msgspec.Struct]) -> list[str]:
@@ -19,8 +19,15 @@ def _fields(record: type[msgspec.Struct]) -> list[str]:
 def test_records_follow_their_table_column_for_column(
     record: type[msgspec.Struct], table: Table
 ) -> None:
-    assert _fields(record) == [column.name for column in table.columns]
+    public = [column.name for column in table.columns if column.name not in SECRET_COLUMNS]
+    assert _fields(record) == public
     assert column_list(table) == ", ".join(_fields(record))
+
+
+def test_a_password_hash_never_reaches_a_record() -> None:
+    assert "password_hash" in users.columns
+    assert "password_hash" not in column_list(users)
+    assert "password_hash" not in _fields(User)
 
 
 def test_a_chat_is_its_row_with_the_member_ids_before_created_at() -> None:
