@@ -58,6 +58,17 @@ db-failover: sync
 db-rejoin: sync
     uv run --locked messenger db rejoin
 
+# Two instances (WORKERS=2 each) on the embedded cluster behind HAProxy (deploy/haproxy/) on :8080; `kill -HUP` the runner for a rolling restart
+fleet: sync fleet-haproxy
+    uv run --locked python -m tests.support.fleet
+
+# Install HAProxy from Debian's packages when it is missing (for `just fleet`)
+[private]
+fleet-haproxy:
+    command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || { \
+        if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq haproxy; \
+        else sudo apt-get update -qq && sudo apt-get install -y -qq haproxy; fi; }
+
 # Benchmark against a bare Litestar + asyncpg baseline: MODE full (~7 min), quick (~2.5 min) or profile (py-spy, ~2 min); writes tests/bench/results/
 bench MODE="full": sync bench-wrk
     uv run --locked python -m tests.bench {{MODE}}

@@ -22,11 +22,12 @@ def test_sigterm_with_a_delay_stops_through_granians_sigint_callback_later() -> 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         stopped = asyncio.Event()
-        # granian's worker: one loop callback for both signals, setting its stop event.
+        def granian_like(name: str) -> None:  # granian's worker: sets its stop event
+            note(f"granian:{name}")
+            stopped.set()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(
-                signum, lambda name=signum.name: (note(f"granian:{name}"), stopped.set())
-            )
+            loop.add_signal_handler(signum, granian_like, signum.name)
         restore = install_drain_handlers(
             lambda name: note(f"drain:{name}"),
             lambda name: note(f"announce:{name}"),
