@@ -129,12 +129,20 @@ class Node:
             return
         self.cluster.run("pg_ctl", "stop", "-w", "-t", "60", "-m", mode, "-D", str(self.data_dir))
 
-    def psql(self, sql: str, database: str = DATABASE) -> str:
-        """Run one SQL command through the wheel's psql and return its unaligned output."""
+    def psql(self, sql: str, database: str = DATABASE, **variables: str) -> str:
+        """Run SQL through the wheel's psql and return its unaligned output.
+
+        Values go in as psql variables (`:'name'` in `sql` is the quoted literal), never
+        spliced into the text: with variables the SQL is read from stdin, where psql
+        interpolates them (it does not in `-c`).
+        """
+        source = ["-c", sql] if not variables else ["-f", "-"]
+        for name, value in variables.items():
+            source += ["-v", f"{name}={value}"]
         result = self.cluster.run(
-            "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+            "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
             "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database,
-            "-c", sql, as_server_user=False,
+            *source, as_server_user=False, stdin=sql if variables else None,
         )  # fmt: skip
         return result.stdout.strip()
 
@@ -303,11 +311,11 @@ class EmbeddedCluster:
         deadline = time.monotonic() + timeout_s
         names = {node.name for node in self.replicas}
         query = (
-            "SELECT application_name FROM pg_stat_replication "
-            f"WHERE state = 'streaming' AND replay_lsn >= '{target}'"
+            "SELECT application_name FROM pg_stat_replication"
+            " WHERE state = 'streaming' AND replay_lsn >= :'target'"
         )
         while True:
-            caught_up = set(self.primary.psql(query).split())
+            caught_up = set(self.primary.psql(query, target=target).split())
             if names <= caught_up:
                 return
             if time.monotonic() > deadline:
@@ -315,13 +323,19 @@ class EmbeddedCluster:
             time.sleep(0.05)
 
     def run(
-        self, program: str, *args: str, check: bool = True, as_server_user: bool = True
+        self,
+        program: str,
+        *args: str,
+        check: bool = True,
+        as_server_user: bool = True,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run one of the wheel's programs (as the server user when we are root)."""
         user = self._user if as_server_user else None
         env = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C", "PGCONNECT_TIMEOUT": "5"}
         result = subprocess.run(
             [str(self._bin / program), *args],
+            input=stdin,
             capture_output=True,
             text=True,
             env=env,
@@ -378,7 +392,7 @@ class EmbeddedCluster:
 
     def _ensure_database(self) -> None:
         exists = self.primary.psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'", database="postgres"
+            "SELECT 1 FROM pg_database WHERE datname = :'name'", database="postgres", name=DATABASE
         )
         if not exists:
             self.primary.psql(f"CREATE DATABASE {DATABASE}", database="postgres")
@@ -386,8 +400,9 @@ class EmbeddedCluster:
     def _base_backup(self, node: Node) -> None:
         slot = node.slot_name
         self.primary.psql(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-            f"WHERE slot_name = '{slot}'"
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+            " WHERE slot_name = :'slot'",
+            slot=slot,
         )
         if node.data_dir.exists():
             shutil.rmtree(node.data_dir)
@@ -437,8 +452,9 @@ class EmbeddedCluster:
         """The physical slot `node` streams through, on the current primary."""
         slot = node.slot_name
         self.primary.psql(
-            f"SELECT pg_create_physical_replication_slot('{slot}') WHERE NOT EXISTS"
-            f" (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')"
+            "SELECT pg_create_physical_replication_slot(:'slot') WHERE NOT EXISTS"
+            " (SELECT 1 FROM pg_replication_slots WHERE slot_name = :'slot')",
+            slot=slot,
         )
 
 

@@ -32,9 +32,9 @@ _UNKNOWN_USERS = Scalar(
     "SELECT ARRAY(SELECT unnest($1::bigint[]) EXCEPT SELECT id FROM users ORDER BY 1)",
     list[int],
 )
-_BY_ID = Query(f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.id = $1", _CHAT)
+_BY_ID = Query(f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.id = $1", _CHAT)  # noqa: S608 - constant column list
 _OF_USER = Query(
-    f"SELECT {_CHAT_COLUMNS}"
+    f"SELECT {_CHAT_COLUMNS}"  # noqa: S608 - constant column list
     f" FROM chat_members m JOIN chats c ON c.id = m.chat_id"
     " WHERE m.user_id = $1 ORDER BY c.id",
     _CHAT,

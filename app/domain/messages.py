@@ -15,7 +15,7 @@ _COLUMNS = column_list(messages)
 # Membership check and insert in one statement; a repeated client_msg_id inserts nothing.
 # $1 chat_id, $2 sender_id, $3 body, $4 client_msg_id.
 _SEND = Query(
-    "INSERT INTO messages (chat_id, sender_id, body, client_msg_id)"
+    "INSERT INTO messages (chat_id, sender_id, body, client_msg_id)"  # noqa: S608 - constant column list
     " SELECT $1, $2, $3, $4"
     " WHERE EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2)"
     " ON CONFLICT (sender_id, client_msg_id) DO NOTHING"
@@ -23,7 +23,8 @@ _SEND = Query(
     _MESSAGE,
 )
 _STORED = Query(
-    f"SELECT {_COLUMNS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2", _MESSAGE
+    f"SELECT {_COLUMNS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2",  # noqa: S608 - constant column list
+    _MESSAGE,
 )
 _WHY_NOT_SENT = Query(
     "SELECT EXISTS (SELECT 1 FROM chats WHERE id = $1),"
@@ -31,7 +32,7 @@ _WHY_NOT_SENT = Query(
     lambda row: (bool(row[0]), bool(row[1])),
 )
 _PAGE = Query(
-    f"SELECT {_COLUMNS} FROM messages WHERE chat_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+    f"SELECT {_COLUMNS} FROM messages WHERE chat_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",  # noqa: S608 - constant column list
     _MESSAGE,
 )
 _CHAT_EXISTS = Scalar("SELECT EXISTS (SELECT 1 FROM chats WHERE id = $1)", bool)

@@ -12,15 +12,18 @@ from app.schema.tables import column_list, users
 _USER = rows_of(User)
 _COLUMNS = column_list(users)
 _INSERT = Query(
-    f"INSERT INTO users (username, display_name) VALUES ($1, $2) RETURNING {_COLUMNS}", _USER
+    f"INSERT INTO users (username, display_name) VALUES ($1, $2) RETURNING {_COLUMNS}",  # noqa: S608 - constant column list
+    _USER,
 )
-_BY_ID = Query(f"SELECT {_COLUMNS} FROM users WHERE id = $1", _USER)
-_PAGE = Query(f"SELECT {_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2", _USER)
+_BY_ID = Query(f"SELECT {_COLUMNS} FROM users WHERE id = $1", _USER)  # noqa: S608 - constant column list
+_PAGE = Query(f"SELECT {_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2", _USER)  # noqa: S608 - constant column list
 _PAGE_BY_STATUS = Query(
-    f"SELECT {_COLUMNS} FROM users WHERE status = $3 AND id > $1 ORDER BY id LIMIT $2", _USER
+    f"SELECT {_COLUMNS} FROM users WHERE status = $3 AND id > $1 ORDER BY id LIMIT $2",  # noqa: S608 - constant column list
+    _USER,
 )
 _SET_STATUS = Query(
-    f"UPDATE users SET status = $2, updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}", _USER
+    f"UPDATE users SET status = $2, updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}",  # noqa: S608 - constant column list
+    _USER,
 )
 
 

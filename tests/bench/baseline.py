@@ -31,17 +31,17 @@ NO_NUL = "^[^\\x00]*$"
 COLUMNS = "id, chat_id, sender_id, body, client_msg_id, created_at"
 
 SEND = (
-    "INSERT INTO messages (chat_id, sender_id, body, client_msg_id)"
+    "INSERT INTO messages (chat_id, sender_id, body, client_msg_id)"  # noqa: S608 - constant column list
     " SELECT $1, $2, $3, $4"
     " WHERE EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2)"
     f" ON CONFLICT (sender_id, client_msg_id) DO NOTHING RETURNING {COLUMNS}"
 )
-STORED = f"SELECT {COLUMNS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2"
+STORED = f"SELECT {COLUMNS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2"  # noqa: S608 - constant column list
 WHY_NOT = (
     "SELECT EXISTS (SELECT 1 FROM chats WHERE id = $1),"
     " EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2)"
 )
-PAGE = f"SELECT {COLUMNS} FROM messages WHERE chat_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+PAGE = f"SELECT {COLUMNS} FROM messages WHERE chat_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"  # noqa: S608 - constant column list
 CHAT_EXISTS = "SELECT EXISTS (SELECT 1 FROM chats WHERE id = $1)"
 WAL_POSITION = "SELECT pg_current_wal_lsn()::text"
 

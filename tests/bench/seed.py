@@ -69,7 +69,7 @@ FROM (
 SELECT setval(pg_get_serial_sequence('users', 'id'), {u});
 SELECT setval(pg_get_serial_sequence('chats', 'id'), {c});
 SELECT setval(pg_get_serial_sequence('messages', 'id'), {n});
-"""
+"""  # noqa: S608 - only whole numbers of the DataSet are spliced in
 
 
 class BenchCluster:
