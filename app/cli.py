@@ -67,7 +67,7 @@ def serve(environ: dict[str, str]) -> int:
         urls, started_cluster = local.start()
         environ.update(urls)
         settings = _settings(environ)
-        upgrade(urls["DATABASE_URL"])
+        upgrade(urls["DATABASE_URL"], sslmode=settings.database.sslmode)
     with multiprocess_dir(environ, settings.server.workers):
         child = subprocess.Popen(granian_command(settings), env=environ)
         # Ctrl-C reaches granian too (same process group); let it drain, then clean up.
@@ -82,16 +82,21 @@ def serve(environ: dict[str, str]) -> int:
 
 
 def migrate(environ: dict[str, str], revision: str) -> int:
-    """Apply migrations to DATABASE_URL (the development cluster's primary when unset)."""
-    from app.schema.migrate import upgrade
+    """Apply migrations to DATABASE_URL (the development cluster's primary when unset), over
+    TLS as `DB_SSLMODE` says, exactly as the pools connect."""
+    from app.schema.migrate import MigrationConnectError, upgrade
 
-    url = _settings(environ).database.url
+    settings = _settings(environ)
+    url = settings.database.url
     if url is None:
         from app.dev import local
 
         urls, _ = local.start()
         url = urls["DATABASE_URL"]
-    upgrade(url, revision)
+    try:
+        upgrade(url, revision, sslmode=settings.database.sslmode)
+    except MigrationConnectError as error:
+        return _fail(f"not migrated: {error}")
     print(f"migrated to {revision}", file=sys.stderr)
     return 0
 
