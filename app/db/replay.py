@@ -6,7 +6,10 @@ the read asks the replica it would use, on the connection it will read on, and r
 when the replica has replayed the token (a local standby replays within milliseconds). While
 it has not, the read waits a bounded few milliseconds (`DB_TOKEN_WAIT_MS`), asking again
 every `POLL_S`, and only then goes to the primary. Every answer also teaches the replica set
-the replica's position, so the next reads with older tokens skip the question.
+the replica's position, so the next reads with older tokens skip the question. A replica
+that did not replay a token within the wait is not asked again for one monitor interval
+(`ReplicaState.slow_until`): a paused or far-behind replica must not cost every token read
+a wait before it goes to the primary anyway.
 """
 
 from __future__ import annotations
@@ -22,8 +25,19 @@ WAIT_SKIP_BYTES = 16 * 1024 * 1024
 REPLAY_POSITION: Scalar[int] = Scalar("SELECT pg_last_wal_replay_lsn()", lambda value: value or 0)
 
 
+def worth_asking(state: ReplicaState, token: int) -> bool:
+    """Whether to ask `state`'s replica about `token` (not while it is known to be slow)."""
+    return token <= state.replay_lsn or asyncio.get_running_loop().time() >= state.slow_until
+
+
 async def has_replayed(
-    conn: Connection, state: ReplicaState, token: int, *, wait_s: float, known_primary: int
+    conn: Connection,
+    state: ReplicaState,
+    token: int,
+    *,
+    wait_s: float,
+    known_primary: int,
+    slow_for_s: float,
 ) -> bool:
     """Whether the replica behind `conn` has replayed `token`, waiting up to `wait_s` for it
     when the token is plausibly close (the primary is known to have reached it, or it is
@@ -38,5 +52,6 @@ async def has_replayed(
             return True
         plausible = token <= known_primary or token - position <= WAIT_SKIP_BYTES
         if not plausible or loop.time() + POLL_S > deadline:
+            state.slow_until = loop.time() + slow_for_s
             return False
         await asyncio.sleep(POLL_S)

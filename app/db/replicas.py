@@ -30,6 +30,10 @@ class ReplicaState:
     replay_lsn: int = 0
     checked_at: float | None = None
     changed_at: float | None = None  # monotonic time of the last change in or out
+    slow_until: float = 0.0
+    """Monotonic time until which token reads do not ask this replica: it did not replay a
+    token within the wait (replay paused or far behind), so asking again would only add a
+    round trip and a wait to every such read."""
     changes: int = field(default=0)
 
     @property

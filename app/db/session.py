@@ -37,7 +37,7 @@ from app.db.errors import (
     never_sent,
 )
 from app.db.pool import Pool
-from app.db.replay import has_replayed
+from app.db.replay import has_replayed, worth_asking
 
 T = TypeVar("T")
 Operation = Callable[[Connection], Awaitable[T]]
@@ -149,12 +149,18 @@ class DbSession:
         db = self._db
         pool = db.replicas.choose(None, exclude=frozenset(failed))
         state = db.replicas.of_pool(pool) if pool is not None else None
-        if pool is not None and state is not None:
+        if pool is not None and state is not None and worth_asking(state, token):
+            monitor = db.settings.monitor
             try:
                 async with pool.acquire() as conn:
-                    wait_s = db.settings.monitor.token_wait_s
-                    known = db.primary_position
-                    if await has_replayed(conn, state, token, wait_s=wait_s, known_primary=known):
+                    if await has_replayed(
+                        conn,
+                        state,
+                        token,
+                        wait_s=monitor.token_wait_s,
+                        known_primary=db.primary_position,
+                        slow_for_s=monitor.interval_s,
+                    ):
                         metrics.TOKEN_READS.labels("replica_checked").inc()
                         return await _execute(conn, operation, in_transaction=self._transactions)
             except Exception as error:
