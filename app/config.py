@@ -153,6 +153,30 @@ class AuthSettings:
         return self.jwt_keys[0][0]
 
 
+TraceExporter = Literal["none", "otlp", "console"]
+_TRACE_EXPORTERS: tuple[TraceExporter, ...] = ("none", "otlp", "console")
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """OpenTelemetry traces (the `otel` extra), from OpenTelemetry's own variables.
+
+    Off unless asked for: `OTEL_TRACES_EXPORTER` (`otlp`, `console`, `none`) or an OTLP
+    endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: then
+    `otlp`); `OTEL_SDK_DISABLED=true` turns it off whatever else is set. The endpoint,
+    headers, sampler (`OTEL_TRACES_SAMPLER`) and service name (`OTEL_SERVICE_NAME`) are read
+    by the OpenTelemetry SDK itself.
+    """
+
+    exporter: TraceExporter = "none"
+    """Where spans go (`OTEL_TRACES_EXPORTER`)."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether requests are traced."""
+        return self.exporter != "none"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Validated service configuration, one group per concern."""
@@ -179,6 +203,8 @@ class Settings:
     """Redis: checked by readiness, and shared login limits (`REDIS_URL`)."""
     auth: AuthSettings = field(default_factory=AuthSettings)
     """Authentication and the operator endpoints' protection."""
+    tracing: TracingSettings = field(default_factory=TracingSettings)
+    """OpenTelemetry traces (off unless `OTEL_*` variables ask for them)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -207,6 +233,7 @@ class Settings:
             ),
             redis_url=reader.url("REDIS_URL", schemes=("redis", "rediss", "unix")),
             auth=_auth(reader, app_env),
+            tracing=_tracing(reader),
         )
 
 
@@ -303,6 +330,24 @@ def _jwt_keys(raw: str | None) -> tuple[tuple[str, bytes], ...]:
             raise ConfigError("AUTH_JWT_KEYS", f"key id {kid!r} appears twice")
         keys.append((kid, secret))
     return tuple(keys)
+
+
+def _tracing(reader: _Reader) -> TracingSettings:
+    """OpenTelemetry's variables: an exporter named, or an OTLP endpoint given."""
+    if reader.boolean("OTEL_SDK_DISABLED", default=False):
+        return TracingSettings()
+    named = reader.text("OTEL_TRACES_EXPORTER", "").split(",")[0].strip().lower()
+    endpoint = reader.text("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "") or reader.text(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", ""
+    )
+    if not named:
+        return TracingSettings(exporter="otlp" if endpoint else "none")
+    for exporter in _TRACE_EXPORTERS:
+        if named == exporter:
+            return TracingSettings(exporter=exporter)
+    raise ConfigError(
+        "OTEL_TRACES_EXPORTER", f"expected one of {', '.join(_TRACE_EXPORTERS)}, got {named[:20]!r}"
+    )
 
 
 def _pool(reader: _Reader, prefix: str, default_min: int, default_max: int) -> PoolSettings:

@@ -3,7 +3,9 @@
 Standard-library records (granian's worker log, SQLAlchemy and asyncpg warnings) go through
 the same processors, so production logs are JSON throughout. Every event is scrubbed of URL
 credentials and of the passwords in the configured URLs before it is rendered: a DSN or a
-password never reaches a log line, whatever a caller passed in.
+password never reaches a log line, whatever a caller passed in. With tracing on
+(`app.ops.tracing`), a line written inside a traced request carries its `trace_id` and
+`span_id` (W3C hex), so a log line leads to its trace and back.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from app.config import LogLevel, Settings
 from app.redact import redact_text
+
+try:  # the `otel` extra; without it no line has trace ids
+    from opentelemetry.trace import get_current_span as _current_span
+except ImportError:  # pragma: no cover - the dev group installs it
+    _current_span = None  # type: ignore[assignment]
 
 _MIN_SECRET_LEN = 4  # shorter passwords are still removed from URLs, just not from free text
 _GRANIAN_LOGGERS = ("_granian", "granian.access")
@@ -45,6 +52,8 @@ def configure_logging(settings: Settings) -> None:
         structlog.processors.format_exc_info,
         redact,
     ]
+    if settings.tracing.enabled and _current_span is not None:
+        shared.insert(-1, _add_trace_ids)
     renderer: Processor
     if settings.app_env == "production":
         renderer = structlog.processors.JSONRenderer()
@@ -120,6 +129,16 @@ def _add_stdlib_logger_name(logger: WrappedLogger, method: str, event: EventDict
 
 def _add_pid(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
     event.setdefault("pid", os.getpid())
+    return event
+
+
+def _add_trace_ids(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    """`trace_id` and `span_id` of the span this line is written in, if one is recording."""
+    assert _current_span is not None
+    context = _current_span().get_span_context()
+    if context.is_valid:
+        event.setdefault("trace_id", format(context.trace_id, "032x"))
+        event.setdefault("span_id", format(context.span_id, "016x"))
     return event
 
 

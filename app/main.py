@@ -23,6 +23,7 @@ from app.ops.health import HealthController
 from app.ops.http_metrics import HttpMetricsMiddleware
 from app.ops.prometheus import MetricsController, MetricsFiles
 from app.ops.readiness import Readiness
+from app.ops.tracing import Tracing
 from app.process.lifecycle import Lifecycle
 
 REQUEST_MAX_BODY_BYTES = 64 * 1024
@@ -33,9 +34,10 @@ def create_app(settings: Settings) -> Litestar:
     configure_logging(settings)
     database = Database(settings)
     readiness = Readiness(database)
+    tracing = Tracing(settings.tracing)  # off unless OTEL_* variables ask for it
     lifecycle = Lifecycle(
         # Started in this order, stopped in the reverse one.
-        [MetricsFiles(settings.server.workers), database, readiness],
+        [tracing, MetricsFiles(settings.server.workers), database, readiness],
         shutdown_timeout_s=settings.server.shutdown_timeout_s,
         drain_delay_s=settings.server.drain_delay_s,
     )
@@ -45,6 +47,7 @@ def create_app(settings: Settings) -> Litestar:
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_consistency_token],
+        plugins=tracing.plugins(),
         lifespan=[lifecycle.lifespan],
         state=State(
             {
