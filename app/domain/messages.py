@@ -22,14 +22,17 @@ _SEND = Query(
     f" RETURNING {_COLUMNS}",
     _MESSAGE,
 )
-_STORED = Query(
-    f"SELECT {_COLUMNS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2",  # noqa: S608 - constant column list
-    _MESSAGE,
-)
+# Why a send inserted nothing, in one statement: does the chat exist, is the sender a member,
+# and the message stored under the sender's key (NULLs when there is none).
+# $1 chat_id, $2 sender_id, $3 client_msg_id.
 _WHY_NOT_SENT = Query(
-    "SELECT EXISTS (SELECT 1 FROM chats WHERE id = $1),"
-    " EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2)",
-    lambda row: (bool(row[0]), bool(row[1])),
+    "SELECT EXISTS (SELECT 1 FROM chats WHERE id = $1),"  # noqa: S608 - constant column list
+    " EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2), m.*"
+    " FROM (SELECT 1) AS one LEFT JOIN ("
+    f"  SELECT {_COLUMNS} FROM messages"
+    "  WHERE sender_id = $2 AND client_msg_id = $3"
+    " ) AS m ON true",
+    lambda row: (bool(row[0]), bool(row[1]), None if row[2] is None else Message(*row[2:])),
 )
 _PAGE = Query(
     f"SELECT {_COLUMNS} FROM messages WHERE chat_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",  # noqa: S608 - constant column list
@@ -90,17 +93,19 @@ class MessageRepository:
 async def _explain_unsent(
     conn: Connection, chat_id: int, sender_id: int, body: str, client_msg_id: str | None
 ) -> Message:
-    """Nothing was inserted: the stored message of this key, or why not (403/404/409)."""
-    if client_msg_id is not None:
-        stored = await conn.fetch_one(_STORED, sender_id, client_msg_id)
-        if stored is not None:
-            if stored.chat_id != chat_id or stored.body != body:
-                raise ConflictError("client_msg_id was already used for a different message")
-            return stored
-    reasons = await conn.fetch_one(_WHY_NOT_SENT, chat_id, sender_id)
-    chat_exists, is_member = reasons if reasons is not None else (False, False)
+    """Nothing was inserted: why (404, 403), or the stored message of this key (or 409).
+
+    The chat and the membership come first: a key is only looked at in a chat its sender may
+    write to, so a 409 never tells anyone else that the key was used.
+    """
+    found = await conn.fetch_one(_WHY_NOT_SENT, chat_id, sender_id, client_msg_id)
+    chat_exists, is_member, stored = found if found is not None else (False, False, None)
     if not chat_exists:
         raise NotFoundError(f"chat {chat_id} does not exist")
     if not is_member:
         raise ForbiddenError(f"user {sender_id} is not a member of this chat")
-    raise ConflictError("the message was not stored; send it again")
+    if stored is None:
+        raise ConflictError("the message was not stored; send it again")
+    if stored.chat_id != chat_id or stored.body != body:
+        raise ConflictError("client_msg_id was already used for a different message")
+    return stored

@@ -124,3 +124,25 @@ def test_empty_chat_has_an_empty_page(client: TestClient[Litestar]) -> None:
     headers = {"X-Consistency-Token": response.headers["x-consistency-token"]}
     page = client.get(f"/chats/{response.json()['id']}/messages", headers=headers).json()
     assert page == {"items": [], "next": None}
+
+
+def test_a_used_key_does_not_leak_through_a_foreign_or_missing_chat(
+    client: TestClient[Litestar],
+) -> None:
+    """Membership and the chat's existence are checked before the key: a used key sent to a
+    chat the sender is not in is 403, to a chat that does not exist 404, never the 409 that
+    would tell the caller the key was used."""
+    own, a, _ = _chat_with_two(client)
+    foreign, _, _ = _chat_with_two(client)
+    key = uuid.uuid4().hex
+
+    def send(chat_id: int, body: str) -> Any:
+        return _send(client, chat_id, sender_id=a["id"], body=body, client_msg_id=key)
+
+    assert send(own["id"], "x").status_code == 201
+    assert_problem(send(foreign["id"], "x"), 403)
+    assert_problem(send(foreign["id"], "y"), 403)
+    assert_problem(send(999999999, "x"), 404)
+    # In its own chat the key still replays the stored message or conflicts.
+    assert send(own["id"], "x").status_code == 200
+    assert_problem(send(own["id"], "y"), 409)
