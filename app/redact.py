@@ -17,11 +17,10 @@ def redact_url(url: str) -> str:
         return "<invalid url>"
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    netloc = f"{user}:***@{host}"
+    # The hosts as written: a libpq host list (`h1:5432,h2:5432`) has no single port.
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    netloc = f"{user}:***@{hosts}"
     query = _PASSWORD_KV.sub(r"\1***", parts.query)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 

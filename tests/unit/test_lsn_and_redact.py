@@ -37,3 +37,12 @@ def test_redact_text_hides_urls_and_password_pairs() -> None:
     assert "S3cret" not in cleaned
     assert "Other1" not in cleaned
     assert "token ***" in cleaned
+
+
+def test_redact_url_hides_the_password_of_a_host_list() -> None:
+    """The development cluster names itself as a host list with a password."""
+    url = "postgresql://postgres:Gen3rated-pw_x@127.0.0.1:5432,127.0.0.1:5433/messenger"
+    assert redact_url(url) == "postgresql://postgres:***@127.0.0.1:5432,127.0.0.1:5433/messenger"
+    cleaned = redact_text(f"DATABASE_URL={url} failed")
+    assert "Gen3rated-pw_x" not in cleaned
+    assert "127.0.0.1:5432,127.0.0.1:5433/messenger failed" in cleaned
