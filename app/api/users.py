@@ -9,7 +9,7 @@ from litestar.params import JSONBody
 from app.api.problems import problem_responses
 from app.api.schemas import CreateUser, Cursor, Limit, PathId, SetStatus, StatusFilter
 from app.domain.chats import ChatRepository
-from app.domain.records import ChatList, User, UserPage
+from app.domain.records import ChatPage, User, UserPage
 from app.domain.users import UserRepository
 
 
@@ -55,10 +55,16 @@ class UserController(Controller):
 
     @get(
         "/{user_id:int}/chats",
-        summary="List the chats a user is a member of",
+        summary="List the chats a user is a member of, by ascending id",
+        description="A page holds at most `limit` (at most 200) chats of at most 1000 member ids "
+        "each: a user may be in any number of chats, the page bounds the answer.",
         responses=problem_responses(404),
     )
     async def chats_of_user(
-        self, user_id: PathId, chats: NamedDependency[ChatRepository]
-    ) -> ChatList:
-        return await chats.of_user(user_id)
+        self,
+        user_id: PathId,
+        chats: NamedDependency[ChatRepository],
+        limit: Limit = 50,
+        after: Cursor = None,
+    ) -> ChatPage:
+        return await chats.of_user(user_id, after or 0, limit)

@@ -1,11 +1,11 @@
-"""Chats: create with members, fetch, list a user's chats."""
+"""Chats: create with members, fetch, page through a user's chats."""
 
 from __future__ import annotations
 
 from app.db.connection import Connection, Query, Scalar, rows_of
 from app.db.session import DbSession
 from app.domain.errors import NotFoundError
-from app.domain.records import Chat, ChatList
+from app.domain.records import Chat, ChatPage
 
 _CHAT = rows_of(Chat)
 # A chat record is the chats row with its member ids (ascending) before `created_at`.
@@ -33,13 +33,20 @@ _UNKNOWN_USERS = Scalar(
     list[int],
 )
 _BY_ID = Query(f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.id = $1", _CHAT)  # noqa: S608 - constant column list
+# One statement per page, which also tells a missing user (no row) from a user without chats
+# on this page (one row of NULLs). Keyset on chat id over the (user_id, chat_id) index: the
+# cost is the page's, however many chats the user is in. $1 user_id, $2 after, $3 limit.
 _OF_USER = Query(
     f"SELECT {_CHAT_COLUMNS}"  # noqa: S608 - constant column list
-    f" FROM chat_members m JOIN chats c ON c.id = m.chat_id"
-    " WHERE m.user_id = $1 ORDER BY c.id",
-    _CHAT,
+    " FROM users u"
+    " LEFT JOIN LATERAL ("
+    "  SELECT chat_id FROM chat_members"
+    "  WHERE user_id = u.id AND chat_id > $2 ORDER BY chat_id LIMIT $3"
+    " ) p ON true"
+    " LEFT JOIN chats c ON c.id = p.chat_id"
+    " WHERE u.id = $1 ORDER BY p.chat_id",
+    lambda row: None if row[0] is None else Chat(*row),
 )
-_USER_EXISTS = Scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)", bool)
 
 
 class ChatRepository:
@@ -78,16 +85,22 @@ class ChatRepository:
             raise NotFoundError(f"chat {chat_id} does not exist")
         return chat
 
-    async def of_user(self, user_id: int) -> ChatList:
-        """Every chat `user_id` is a member of, ascending by id."""
+    async def of_user(self, user_id: int, after: int, limit: int) -> ChatPage:
+        """The chats `user_id` is a member of with id above `after`, ascending, `limit` at most.
 
-        async def fetch(conn: Connection) -> list[Chat] | None:
-            found = await conn.fetch_all(_OF_USER, user_id)
-            if found:
-                return found
-            return [] if await conn.fetch_scalar(_USER_EXISTS, user_id) else None
+        What bounds the answer is the page: at most `limit` chats (the API allows 200) of at
+        most 1000 member ids each (the most a chat is created with), whatever the number of
+        chats the user is in.
+        """
 
-        found = await self._db.read(fetch)
-        if found is None:
+        async def fetch(conn: Connection) -> list[Chat | None]:
+            return await conn.fetch_all(_OF_USER, user_id, after, limit + 1)
+
+        rows = await self._db.read(fetch)
+        if not rows:
             raise NotFoundError(f"user {user_id} does not exist")
-        return ChatList(items=found)
+        found = [chat for chat in rows if chat is not None]
+        if len(found) > limit:
+            found = found[:limit]
+            return ChatPage(items=found, next=found[-1].id)
+        return ChatPage(items=found, next=None)

@@ -48,10 +48,12 @@ class UserPage(msgspec.Struct, frozen=True):
     next: int | None
 
 
-class ChatList(msgspec.Struct, frozen=True):
-    """The chats a user is a member of."""
+class ChatPage(msgspec.Struct, frozen=True):
+    """A page of the chats a user is a member of, in ascending id order; `next` is the `after`
+    of the next page."""
 
     items: list[Chat]
+    next: int | None
 
 
 class MessagePage(msgspec.Struct, frozen=True):

@@ -65,7 +65,7 @@ chat_members = Table(
     Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("joined_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("chat_id", "user_id"),
-    Index("ix_chat_members_user_id", "user_id"),
+    Index("ix_chat_members_user_id_chat_id", "user_id", "chat_id"),
 )
 
 messages = Table(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Litestar
 from litestar.testing import TestClient
 
@@ -57,4 +59,40 @@ def test_user_without_chats_has_empty_list(client: TestClient[Litestar]) -> None
     response = client.post("/users", json={"username": create_user(client)["username"] + "_z"})
     user = response.json()
     headers = {"X-Consistency-Token": response.headers["x-consistency-token"]}
-    assert client.get(f"/users/{user['id']}/chats", headers=headers).json() == {"items": []}
+    page = client.get(f"/users/{user['id']}/chats", headers=headers).json()
+    assert page == {"items": [], "next": None}
+
+
+def test_chats_of_a_user_come_in_pages(client: TestClient[Litestar]) -> None:
+    """Keyset pages by ascending chat id, like `/users`: `limit` (default 50, at most 200) and
+    `after`, the `next` of the previous page."""
+    a, b = create_user(client), create_user(client)
+    made = [create_chat(client, [a["id"], b["id"]], title=f"c{index}") for index in range(5)]
+    response = client.post("/chats", json={"member_ids": [a["id"]]})
+    made.append(response.json())
+    headers = {"X-Consistency-Token": response.headers["x-consistency-token"]}
+    seen: list[dict[str, Any]] = []
+    url = f"/users/{a['id']}/chats?limit=2"
+    pages = 0
+    while True:
+        page = client.get(url, headers=headers).json()
+        pages += 1
+        assert len(page["items"]) <= 2
+        seen.extend(page["items"])
+        if page["next"] is None:
+            break
+        assert page["next"] == page["items"][-1]["id"]
+        url = f"/users/{a['id']}/chats?limit=2&after={page['next']}"
+    assert seen == made
+    assert pages == 3
+    full = client.get(f"/users/{a['id']}/chats", headers=headers).json()
+    assert full == {"items": made, "next": None}
+    last = client.get(f"/users/{a['id']}/chats?after={made[-1]['id']}", headers=headers).json()
+    assert last == {"items": [], "next": None}
+
+
+def test_chats_of_a_user_page_size_is_bounded(client: TestClient[Litestar]) -> None:
+    user = create_user(client)
+    for query in ("limit=0", "limit=201", "after=-1", f"after={2**63}", "limit=x"):
+        assert_problem(client.get(f"/users/{user['id']}/chats?{query}"), 400)
+    assert_problem(client.get("/users/999999999/chats?limit=1"), 404)

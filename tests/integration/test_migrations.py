@@ -28,7 +28,9 @@ def scratch_url(database: TestDatabase) -> Iterator[str]:
 def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
     upgrade(scratch_url)
     assert fetchval(scratch_url, _TABLES, _NAMES) == 5
-    assert fetchval(scratch_url, "SELECT version_num FROM alembic_version") == "0002"
+    assert fetchval(scratch_url, "SELECT version_num FROM alembic_version") == "0003"
+    downgrade(scratch_url, "0002")
+    assert fetchval(scratch_url, _TABLES, _NAMES) == 5
     downgrade(scratch_url, "0001")
     assert fetchval(scratch_url, _TABLES, _NAMES) == 4
     downgrade(scratch_url, "base")
@@ -46,7 +48,7 @@ def test_schema_enforces_the_data_model(scratch_url: str) -> None:
     )
     for expected in (
         "ix_messages_chat_id_id",
-        "ix_chat_members_user_id",
+        "ix_chat_members_user_id_chat_id",
         "uq_messages_sender_id_client_msg_id",
         "uq_users_username",
     ):
@@ -55,3 +57,4 @@ def test_schema_enforces_the_data_model(scratch_url: str) -> None:
         scratch_url, "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_messages_chat_id_id'"
     )
     assert "id DESC" in definition
+    assert "ix_chat_members_user_id" not in indexes  # replaced by (user_id, chat_id)
