@@ -22,6 +22,7 @@ def test_sigterm_with_a_delay_stops_through_granians_sigint_callback_later() -> 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         stopped = asyncio.Event()
+
         def granian_like(name: str) -> None:  # granian's worker: sets its stop event
             note(f"granian:{name}")
             stopped.set()
