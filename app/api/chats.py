@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Response, get, post
+from litestar import Response, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
+from app.api.controller import ApiController
+from app.api.methods import read
 from app.api.problems import problem_responses
 from app.api.schemas import CreateChat, Cursor, Limit, PathId, SendMessage
 from app.domain.chats import ChatRepository
@@ -14,7 +16,7 @@ from app.domain.messages import MessageRepository
 from app.domain.records import Chat, Message, MessagePage
 
 
-class ChatController(Controller):
+class ChatController(ApiController):
     """Create and read chats; send and page through their messages."""
 
     path = "/chats"
@@ -31,14 +33,16 @@ class ChatController(Controller):
     ) -> Chat:
         return await chats.create(data.title, data.member_ids)
 
-    @get(
-        "/{chat_id:int}", summary="Get a chat and its member ids", responses=problem_responses(404)
+    @read(
+        "/{chat_id:str}",
+        summary="Get a chat and its member ids",
+        responses=problem_responses(404),
     )
     async def get_chat(self, chat_id: PathId, chats: NamedDependency[ChatRepository]) -> Chat:
         return await chats.get(chat_id)
 
     @post(
-        "/{chat_id:int}/messages",
+        "/{chat_id:str}/messages",
         summary="Send a message",
         status_code=201,
         responses={
@@ -49,7 +53,8 @@ class ChatController(Controller):
             **problem_responses(403, 404, 409, 413),
         },
         description="201 with the new message; 200 with the stored one when `client_msg_id` "
-        "repeats an earlier send of this sender.",
+        "repeats an earlier send of this sender. The chat must exist (404) and the sender be "
+        "a member (403) before the key is looked at.",
     )
     async def send(
         self,
@@ -62,8 +67,8 @@ class ChatController(Controller):
         )
         return Response(message, status_code=201 if created else 200)
 
-    @get(
-        "/{chat_id:int}/messages",
+    @read(
+        "/{chat_id:str}/messages",
         summary="Page through a chat's messages, newest first",
         responses=problem_responses(404),
     )

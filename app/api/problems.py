@@ -18,6 +18,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
+from app.api.methods import HeadAwareResponse
 from app.db.errors import DatabaseUnavailableError, TokenAheadError, sqlstate_of
 from app.domain.errors import ConflictError, DomainError, ForbiddenError, NotFoundError
 
@@ -46,7 +47,7 @@ def problem_response(
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response[Problem]:
-    """Build a problem+json response for `request`."""
+    """Build a problem+json response for `request` (headers only to a `HEAD` request)."""
     problem = Problem(
         title=title or HTTPStatus(status).phrase,
         status=status,
@@ -54,7 +55,7 @@ def problem_response(
         instance=request.url.path,
         errors=errors,
     )
-    return Response(problem, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    return HeadAwareResponse(problem, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 # What each domain outcome means in HTTP; a DomainError not listed is a plain 400.

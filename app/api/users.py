@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get, post, put
+from litestar import post, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
+from app.api.controller import ApiController
+from app.api.methods import read
 from app.api.problems import problem_responses
 from app.api.schemas import CreateUser, Cursor, Limit, PathId, SetStatus, StatusFilter
 from app.domain.chats import ChatRepository
@@ -13,7 +15,7 @@ from app.domain.records import ChatPage, User, UserPage
 from app.domain.users import UserRepository
 
 
-class UserController(Controller):
+class UserController(ApiController):
     """Create, read and list users; change their status; list their chats."""
 
     path = "/users"
@@ -25,11 +27,15 @@ class UserController(Controller):
     ) -> User:
         return await users.create(data.username, data.display_name)
 
-    @get("/{user_id:int}", summary="Get a user", responses=problem_responses(404))
+    @read(
+        "/{user_id:str}",
+        summary="Get a user",
+        responses=problem_responses(404),
+    )
     async def get_user(self, user_id: PathId, users: NamedDependency[UserRepository]) -> User:
         return await users.get(user_id)
 
-    @get(
+    @read(
         "/",
         summary="List users by ascending id, optionally by status",
         responses=problem_responses(),
@@ -44,7 +50,7 @@ class UserController(Controller):
         return await users.page(status, after or 0, limit)
 
     @put(
-        "/{user_id:int}/status",
+        "/{user_id:str}/status",
         summary="Set a user's status",
         responses=problem_responses(404, 413),
     )
@@ -53,8 +59,8 @@ class UserController(Controller):
     ) -> User:
         return await users.set_status(user_id, data.status)
 
-    @get(
-        "/{user_id:int}/chats",
+    @read(
+        "/{user_id:str}/chats",
         summary="List the chats a user is a member of, by ascending id",
         description="A page holds at most `limit` (at most 200) chats of at most 1000 member ids "
         "each: a user may be in any number of chats, the page bounds the answer.",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from urllib.parse import quote
+
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
+from structlog.testing import capture_logs
 
 from tests.support.api import assert_problem, create_chat, create_user
 
@@ -148,3 +152,220 @@ def test_openapi_schema_is_served(client: TestClient[Litestar]) -> None:
     schema = client.get("/schema/openapi.json").json()
     assert "/chats/{chat_id}/messages" in schema["paths"]
     assert "/users" in schema["paths"]
+
+
+# Malformed JSON is bad input: 400, and no error log line (no 500, no 5xx count).
+
+DEEP = 20_000
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/users", b'{"username": "abc\xff\xfe"}'),
+        ("/users", b'{"username": "abc", "display_name": "\xc3"}'),
+        ("/users", b"[" * DEEP + b"]" * DEEP),
+        ("/users", b'{"username": "abc", "x": ' + b"[" * DEEP + b"]" * DEEP + b"}"),
+        ("/chats", b'{"member_ids": ' + b"[" * DEEP + b"]" * DEEP + b"}"),
+        ("/chats", b'{"member_ids": [1], "title": "\xed\xa0\x80"}'),
+    ],
+    ids=["utf8-username", "utf8-truncated", "deep-array", "deep-unknown-field", "deep-member-ids",
+         "utf8-surrogate"],
+)  # fmt: skip
+def test_undecodable_json_is_400_without_an_error_log(
+    client: TestClient[Litestar], path: str, body: bytes
+) -> None:
+    with capture_logs() as logs:
+        response = client.post(path, content=body, headers={"content-type": "application/json"})
+    problem = assert_problem(response, 400)
+    assert problem["detail"]
+    assert [event for event in logs if event.get("log_level") in ("error", "critical")] == []
+
+
+def test_undecodable_message_body_is_400(
+    client: TestClient[Litestar], chat: dict[str, int]
+) -> None:
+    body = b'{"sender_id": %d, "body": "\xff"}' % chat["user"]
+    headers = {"content-type": "application/json"}
+    response = client.post(f"/chats/{chat['chat']}/messages", content=body, headers=headers)
+    assert_problem(response, 400)
+
+
+# Identifiers and integer query parameters are ASCII digits only; bodies are decoded strictly.
+
+LENIENT_INTEGERS = ["\uff11", "\u0661", "1_0", "+1", " 1", "1 ", "01", "1.0", "1e1", "0x1", "-0"]
+
+
+@pytest.mark.parametrize("spelling", LENIENT_INTEGERS)
+@pytest.mark.parametrize(
+    ("method", "template"),
+    [
+        ("GET", "/users/{}"),
+        ("GET", "/users/{}/chats"),
+        ("PUT", "/users/{}/status"),
+        ("GET", "/chats/{}"),
+        ("GET", "/chats/{}/messages"),
+        ("POST", "/chats/{}/messages"),
+    ],
+)
+def test_ids_in_paths_are_ascii_digits_only(
+    client: TestClient[Litestar], chat: dict[str, int], method: str, template: str, spelling: str
+) -> None:
+    ident = str(chat["chat"] if template.startswith("/chats") else chat["user"])
+    lenient = spelling.replace("1", ident, 1) if spelling.isascii() else spelling
+    bodies = {"PUT": {"status": "away"}, "POST": {"sender_id": chat["user"], "body": "hi"}}
+    response = client.request(method, template.format(quote(lenient)), json=bodies.get(method))
+    problem = assert_problem(response, 400)
+    assert problem["errors"][0]["source"] == "path"
+
+
+@pytest.mark.parametrize("spelling", LENIENT_INTEGERS)
+@pytest.mark.parametrize("parameter", ["limit", "after"])
+def test_integer_query_parameters_are_ascii_digits_only(
+    client: TestClient[Litestar], chat: dict[str, int], parameter: str, spelling: str
+) -> None:
+    for path in ("/users", f"/users/{chat['user']}/chats"):
+        response = client.get(path, params={parameter: spelling})
+        problem = assert_problem(response, 400)
+        assert problem["errors"][0]["key"] == parameter
+
+
+@pytest.mark.parametrize("spelling", LENIENT_INTEGERS)
+@pytest.mark.parametrize("parameter", ["limit", "before"])
+def test_message_page_parameters_are_ascii_digits_only(
+    client: TestClient[Litestar], chat: dict[str, int], parameter: str, spelling: str
+) -> None:
+    response = client.get(f"/chats/{chat['chat']}/messages", params={parameter: spelling})
+    assert_problem(response, 400)
+
+
+def test_canonical_integers_are_accepted(
+    client: TestClient[Litestar], chat: dict[str, int]
+) -> None:
+    assert client.get(f"/users/{chat['user']}").status_code == 200
+    assert client.get("/users?limit=1&after=0").status_code == 200
+    assert client.get(f"/chats/{chat['chat']}/messages?limit=200&before=0").status_code == 200
+    assert_problem(client.get("/users/9223372036854775807"), 404)
+
+
+# Each case: method, path (`{chat}`, `{user}` filled in) and body (`U` stands for the user id).
+U = object()
+STRICT_CASES: dict[str, tuple[str, str, dict[str, object]]] = {
+    "sender_id as string": ("POST", "/chats/{chat}/messages", {"sender_id": "U", "body": "hi"}),
+    "sender_id as float": ("POST", "/chats/{chat}/messages", {"sender_id": 1.0, "body": "hi"}),
+    "sender_id as bool": ("POST", "/chats/{chat}/messages", {"sender_id": True, "body": "hi"}),
+    "body as number": ("POST", "/chats/{chat}/messages", {"sender_id": U, "body": 5}),
+    "key as number": ("POST", "/chats/{chat}/messages",
+                      {"sender_id": U, "body": "hi", "client_msg_id": 7}),
+    "member id as float": ("POST", "/chats", {"member_ids": [1.0]}),
+    "member id as string": ("POST", "/chats", {"member_ids": ["U"]}),
+    "title as number": ("POST", "/chats", {"member_ids": [U], "title": 5}),
+    "display_name as number": ("POST", "/users", {"username": "strict_ok", "display_name": 5}),
+    "status as number": ("PUT", "/users/{user}/status", {"status": 1}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", STRICT_CASES)
+def test_bodies_are_decoded_strictly(
+    client: TestClient[Litestar], chat: dict[str, int], case: str
+) -> None:
+    """No coercion: a string, float or bool where an integer belongs is a 400, even when it
+    would convert to an existing id (`"1"`, `1.0`)."""
+    method, template, body = STRICT_CASES[case]
+    user = chat["user"]
+
+    def fill(value: object) -> object:
+        if isinstance(value, list):
+            return [fill(item) for item in value]
+        if value is U:
+            return user
+        if value == "U":
+            return str(user)
+        if value == 1.0 and isinstance(value, float):
+            return float(user)
+        return value
+
+    filled = {key: fill(value) for key, value in body.items()}
+    url = template.format(chat=chat["chat"], user=user)
+    problem = assert_problem(client.request(method, url, json=filled), 400)
+    assert problem["errors"][0]["source"] == "body"
+
+
+# Names and titles: no control (Cc) or format (Cf) characters, stored in NFC.
+
+SPOOFS = ["\x1b[31mred", "a\rb", "a\nb", "a\tb", "\u202eevil", "a\u200bb", "a\u200db",
+          "\u2066x\u2069", "\ufeffbom", "a\u00adb", "a\x85b", "a\x7fb"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SPOOFS)
+def test_control_and_format_characters_in_names_are_400(
+    client: TestClient[Litestar], name: str
+) -> None:
+    response = client.post("/users", json={"username": "spoof_ok", "display_name": name})
+    problem = assert_problem(response, 400)
+    assert problem["errors"][0]["key"] == "display_name"
+
+
+@pytest.mark.parametrize("title", SPOOFS)
+def test_control_and_format_characters_in_titles_are_400(
+    client: TestClient[Litestar], chat: dict[str, int], title: str
+) -> None:
+    response = client.post("/chats", json={"member_ids": [chat["user"]], "title": title})
+    problem = assert_problem(response, 400)
+    assert problem["errors"][0]["key"] == "title"
+
+
+@pytest.mark.parametrize("body", ["a\rb", "\x1b[2J", "a\x7fb", "a\x85b", "a\x0bb", "a\x0cb"])
+def test_message_bodies_reject_control_characters(
+    client: TestClient[Litestar], chat: dict[str, int], body: str
+) -> None:
+    response = client.post(
+        f"/chats/{chat['chat']}/messages", json={"sender_id": chat["user"], "body": body}
+    )
+    problem = assert_problem(response, 400)
+    assert problem["errors"][0]["key"] == "body"
+
+
+def test_message_bodies_keep_newlines_tabs_and_format_characters(
+    client: TestClient[Litestar], chat: dict[str, int]
+) -> None:
+    body = "line one\n\tline two \u05e9\u05dc\u05d5\u05dd \U0001f469\u200d\U0001f4bb"
+    response = client.post(
+        f"/chats/{chat['chat']}/messages", json={"sender_id": chat["user"], "body": body}
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["body"] == body
+
+
+def test_names_and_titles_are_stored_in_nfc(client: TestClient[Litestar]) -> None:
+    decomposed = "Rene\u0301e"
+    response = client.post("/users", json={"username": _fresh(), "display_name": decomposed})
+    assert response.status_code == 201, response.text
+    user = response.json()
+    assert user["display_name"] == "Ren\u00e9e"
+    headers = {"X-Consistency-Token": response.headers["x-consistency-token"]}
+    stored = client.get(f"/users/{user['id']}", headers=headers).json()
+    assert stored["display_name"] == "Ren\u00e9e"
+    chat = client.post("/chats", json={"member_ids": [user["id"]], "title": "Caf\u0065\u0301"})
+    assert chat.status_code == 201, chat.text
+    assert chat.json()["title"] == "Caf\u00e9"
+
+
+def test_name_lengths_count_after_normalisation(client: TestClient[Litestar]) -> None:
+    # 64 decomposed letters are 128 code points, 64 characters once composed: accepted.
+    composed_fits = "e\u0301" * 64
+    response = client.post("/users", json={"username": _fresh(), "display_name": composed_fits})
+    assert response.status_code == 201, response.text
+    assert response.json()["display_name"] == "\u00e9" * 64
+    # U+0958 is excluded from composition: NFC makes it two code points, 128 for 64.
+    grows = "\u0958" * 64
+    response = client.post("/users", json={"username": _fresh(), "display_name": grows})
+    problem = assert_problem(response, 400)
+    assert problem["errors"][0]["key"] == "display_name"
+    user = create_user(client)
+    response = client.post("/chats", json={"member_ids": [user["id"]], "title": "\u0958" * 200})
+    assert assert_problem(response, 400)["errors"][0]["key"] == "title"
+
+
+def _fresh() -> str:
+    return f"n_{uuid.uuid4().hex[:20]}"

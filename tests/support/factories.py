@@ -18,6 +18,11 @@ class CreateUserFactory(MsgspecFactory[CreateUser]):
     def username(cls) -> str:
         return f"u_{uuid.uuid4().hex[:20]}"
 
+    @classmethod
+    def display_name(cls) -> str:
+        # Within the rules of `app.api.schemas.DisplayName` (the struct checks them when built).
+        return f"{cls.__faker__.first_name()} {uuid.uuid4().hex[:8]}"
+
 
 class SendMessageFactory(MsgspecFactory[SendMessage]):
     """Valid `POST /chats/{id}/messages` bodies (set `sender_id`)."""

@@ -1,0 +1,189 @@
+"""The OpenAPI document says exactly what the service does: integer bounds as integers, every
+id and cursor bounded, `OPTIONS` listing the resource's methods, `HEAD` beside every `GET`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from tests.support.api import assert_problem, create_chat, create_user
+
+MAX_BIGINT = 2**63 - 1
+CURSORS = {"after", "before"}
+
+
+@pytest.fixture(scope="module")
+def document(client: TestClient[Litestar]) -> dict[str, Any]:
+    response = client.get("/schema/openapi.json")
+    assert response.status_code == 200
+    assert "e+18" not in response.text
+    return dict(response.json())
+
+
+@pytest.fixture(scope="module")
+def ids(client: TestClient[Litestar]) -> dict[str, int]:
+    user = create_user(client)
+    return {"user_id": user["id"], "chat_id": create_chat(client, [user["id"]])["id"]}
+
+
+def _walk(node: object) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def _operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            yield path, method, operation
+
+
+def test_integer_bounds_are_written_as_integers(document: dict[str, Any]) -> None:
+    bounds = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+    for schema in _walk(document):
+        for key in bounds:
+            if key in schema:
+                assert type(schema[key]) is int, schema
+
+
+def test_every_id_cursor_and_limit_is_bounded(document: dict[str, Any]) -> None:
+    seen = set()
+    for path, method, operation in _operations(document):
+        for parameter in operation.get("parameters", []):
+            name, schema = parameter["name"], parameter["schema"]
+            if parameter["in"] == "path":
+                expected = {"type": "integer", "minimum": 1, "maximum": MAX_BIGINT}
+            elif name in CURSORS:
+                expected = {"type": "integer", "minimum": 0, "maximum": MAX_BIGINT}
+            elif name == "limit":
+                expected = {"type": "integer", "minimum": 1, "maximum": 200}
+            else:
+                continue
+            seen.add(name)
+            got = {key: schema.get(key) for key in expected}
+            assert got == expected, (method, path, name, schema)
+    assert seen == {"user_id", "chat_id", "limit", "after", "before"}
+
+
+def test_body_ids_are_bounded(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    member_ids = schemas["CreateChat"]["properties"]["member_ids"]
+    assert member_ids["minItems"] == 1
+    assert member_ids["maxItems"] == 1000
+    bounds = {"type": "integer", "minimum": 1, "maximum": MAX_BIGINT}
+    for schema in (member_ids["items"], schemas["SendMessage"]["properties"]["sender_id"]):
+        assert {key: schema.get(key) for key in bounds} == bounds
+        assert "integer literal" in schema["description"]
+
+
+def test_the_chats_of_a_user_are_documented_as_a_page(document: dict[str, Any]) -> None:
+    operation = document["paths"]["/users/{user_id}/chats"]["get"]
+    schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    page = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    assert set(page["required"]) == {"items", "next"}
+
+
+def test_options_lists_exactly_the_methods_of_the_resource(
+    client: TestClient[Litestar], document: dict[str, Any], ids: dict[str, int]
+) -> None:
+    for path, item in document["paths"].items():
+        url = path.format(**ids)
+        response = client.options(url)
+        assert response.status_code == 204, (url, response.text)
+        allowed = {method.strip() for method in response.headers["allow"].split(",")}
+        assert allowed == {method.upper() for method in item} | {"OPTIONS"}, url
+
+
+def test_every_get_is_also_a_documented_head(document: dict[str, Any]) -> None:
+    """Beside its GET, with the GET's operationId kept as it was before (clients built from
+    the document keep their names)."""
+    for path, item in document["paths"].items():
+        if "get" in item and path.startswith(("/users", "/chats")):
+            assert "head" in item, path
+            get, head = item["get"]["operationId"], item["head"]["operationId"]
+            assert "Get" not in get.removesuffix("GetUser").removesuffix("GetChat"), get
+            assert head != get
+    assert document["paths"]["/users/{user_id}"]["get"]["operationId"] == "UsersUserIdGetUser"
+
+
+def test_head_answers_like_get_without_a_body(
+    client: TestClient[Litestar], ids: dict[str, int]
+) -> None:
+    for url in (
+        f"/users/{ids['user_id']}",
+        f"/users/{ids['user_id']}/chats?limit=1",
+        f"/chats/{ids['chat_id']}",
+        f"/chats/{ids['chat_id']}/messages",
+        "/users?limit=2",
+    ):
+        token = client.post("/users", json={"username": f"h_{uuid.uuid4().hex[:20]}"})
+        headers = {"X-Consistency-Token": token.headers["x-consistency-token"]}
+        got = client.get(url, headers=headers)
+        assert got.status_code == 200
+        start, body = _raw(client, "HEAD", url, headers)
+        assert start["status"] == 200, url
+        sent = {key.decode(): value.decode() for key, value in start["headers"]}
+        assert sent["content-type"] == got.headers["content-type"]
+        assert int(sent["content-length"]) == len(got.content)
+        assert body == b"", url
+
+
+def test_head_of_a_missing_record_is_404_without_a_body(client: TestClient[Litestar]) -> None:
+    assert_problem(client.get("/users/999999999"), 404)
+    start, body = _raw(client, "HEAD", "/users/999999999", {})
+    assert start["status"] == 404
+    assert body == b""
+    start, body = _raw(client, "HEAD", "/users/x1", {})
+    assert start["status"] == 400
+    assert body == b""
+
+
+def _raw(
+    client: TestClient[Litestar], method: str, url: str, headers: dict[str, str]
+) -> tuple[dict[str, Any], bytes]:
+    """Call the application at the ASGI level (the test transport drops a HEAD body, so it
+    could not show one being sent): the response start message and the body bytes sent."""
+    path, _, query = url.partition("?")
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": query.encode(),
+        "headers": [
+            (b"host", b"testserver"),
+            *((key.lower().encode(), value.encode()) for key, value in headers.items()),
+        ],
+        "client": ("testclient", 50000),
+        "server": ("testserver", 80),
+    }
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    async def run() -> None:
+        await client.app(scope, receive, send)
+
+    client.blocking_portal.call(run)
+    start = next(message for message in messages if message["type"] == "http.response.start")
+    body = b"".join(
+        message.get("body", b"") for message in messages if message["type"] == "http.response.body"
+    )
+    return start, body
