@@ -5,18 +5,22 @@ the lifespan, not here."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import structlog
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from app.api.auth import AuthController, Authentication, development_keys
 from app.api.chats import ChatController
 from app.api.consistency import add_consistency_token
 from app.api.dependencies import DEPENDENCIES
 from app.api.problems import EXCEPTION_HANDLERS
 from app.api.users import UserController
-from app.config import Settings
+from app.config import AuthSettings, Settings
 from app.db.database import Database
 from app.logging import configure_logging
 from app.ops.health import HealthController
@@ -28,26 +32,36 @@ from app.process.lifecycle import Lifecycle
 
 REQUEST_MAX_BODY_BYTES = 64 * 1024
 
+log = structlog.get_logger("app.main")
+
 
 def create_app(settings: Settings) -> Litestar:
     """Build the application for `settings` (a `DATABASE_URL` is required by now)."""
     configure_logging(settings)
     database = Database(settings)
     readiness = Readiness(database)
+    authentication = Authentication(_auth_settings(settings), settings.redis_url)
     tracing = Tracing(settings.tracing)  # off unless OTEL_* variables ask for it
     lifecycle = Lifecycle(
         # Started in this order, stopped in the reverse one.
-        [tracing, MetricsFiles(settings.server.workers), database, readiness],
+        [tracing, MetricsFiles(settings.server.workers), database, readiness, authentication],
         shutdown_timeout_s=settings.server.shutdown_timeout_s,
         drain_delay_s=settings.server.drain_delay_s,
     )
     return Litestar(
-        route_handlers=[UserController, ChatController, HealthController, MetricsController],
+        route_handlers=[
+            AuthController,
+            UserController,
+            ChatController,
+            HealthController,
+            MetricsController,
+        ],
         middleware=[DefineMiddleware(HttpMetricsMiddleware, lifecycle=lifecycle)],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_consistency_token],
         plugins=tracing.plugins(),
+        on_app_init=[authentication.jwt.on_app_init],
         lifespan=[lifecycle.lifespan],
         state=State(
             {
@@ -55,6 +69,7 @@ def create_app(settings: Settings) -> Litestar:
                 "settings": settings,
                 "database": database,
                 "readiness": readiness,
+                "authentication": authentication,
             }
         ),
         request_max_body_size=REQUEST_MAX_BODY_BYTES,
@@ -63,7 +78,21 @@ def create_app(settings: Settings) -> Litestar:
             version="1.0.0",
             path="/schema",
             render_plugins=[SwaggerRenderPlugin()],
-        ),
+        )
+        if settings.auth.openapi_enabled
+        else None,
         logging_config=None,  # app.logging routes the standard library's logging itself
         debug=False,
     )
+
+
+def _auth_settings(settings: Settings) -> AuthSettings:
+    """The configured keys, or (outside production, which requires them) a key of this
+    process's own, with a warning: such tokens die with the process and other workers."""
+    if settings.auth.jwt_keys:
+        return settings.auth
+    log.warning(
+        "no AUTH_JWT_KEYS: access tokens are signed with a key of this process only",
+        hint="set AUTH_JWT_KEYS (messenger serve keeps one under .data/ in development)",
+    )
+    return dataclasses.replace(settings.auth, jwt_keys=development_keys())

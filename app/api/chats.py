@@ -7,6 +7,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
+from app.api.auth import Caller
 from app.api.controller import ApiController
 from app.api.methods import read
 from app.api.problems import problem_responses
@@ -25,21 +26,29 @@ class ChatController(ApiController):
     @post(
         "/",
         status_code=201,
-        summary="Create a chat with its members",
+        summary="Create a chat of the caller and the given members",
         responses=problem_responses(404, 413),
     )
     async def create(
-        self, data: JSONBody[CreateChat], chats: NamedDependency[ChatRepository]
+        self,
+        data: JSONBody[CreateChat],
+        chats: NamedDependency[ChatRepository],
+        caller: NamedDependency[Caller],
     ) -> Chat:
-        return await chats.create(data.title, data.member_ids)
+        return await chats.create(caller.id, data.title, data.member_ids)
 
     @read(
         "/{chat_id:str}",
-        summary="Get a chat and its member ids",
+        summary="Get a chat you are a member of, and its member ids",
         responses=problem_responses(404),
     )
-    async def get_chat(self, chat_id: PathId, chats: NamedDependency[ChatRepository]) -> Chat:
-        return await chats.get(chat_id)
+    async def get_chat(
+        self,
+        chat_id: PathId,
+        chats: NamedDependency[ChatRepository],
+        caller: NamedDependency[Caller],
+    ) -> Chat:
+        return await chats.get(chat_id, caller.id)
 
     @post(
         "/{chat_id:str}/messages",
@@ -50,33 +59,34 @@ class ChatController(ApiController):
                 data_container=Message,
                 description="The stored message: `client_msg_id` repeats an earlier send",
             ),
-            **problem_responses(403, 404, 409, 413),
+            **problem_responses(404, 409, 413),
         },
         description="201 with the new message; 200 with the stored one when `client_msg_id` "
-        "repeats an earlier send of this sender. The chat must exist (404) and the sender be "
-        "a member (403) before the key is looked at.",
+        "repeats an earlier send of this sender. The sender is the caller. A chat the caller "
+        "is not a member of answers 404 like one that does not exist, before the key is "
+        "looked at.",
     )
     async def send(
         self,
         chat_id: PathId,
         data: JSONBody[SendMessage],
         messages: NamedDependency[MessageRepository],
+        caller: NamedDependency[Caller],
     ) -> Response[Message]:
-        message, created = await messages.send(
-            chat_id, data.sender_id, data.body, data.client_msg_id
-        )
+        message, created = await messages.send(chat_id, caller.id, data.body, data.client_msg_id)
         return Response(message, status_code=201 if created else 200)
 
     @read(
         "/{chat_id:str}/messages",
-        summary="Page through a chat's messages, newest first",
+        summary="Page through the messages of a chat you are a member of, newest first",
         responses=problem_responses(404),
     )
     async def list_messages(
         self,
         chat_id: PathId,
         messages: NamedDependency[MessageRepository],
+        caller: NamedDependency[Caller],
         limit: Limit = 50,
         before: Cursor = None,
     ) -> MessagePage:
-        return await messages.page(chat_id, before, limit)
+        return await messages.page(chat_id, caller.id, before, limit)

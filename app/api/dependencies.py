@@ -13,7 +13,9 @@ from typing import Any
 from litestar import Request
 from litestar.di import Provide
 
+from app.api.auth import Caller
 from app.api.consistency import db_session
+from app.domain.accounts import AccountRepository
 from app.domain.chats import ChatRepository
 from app.domain.messages import MessageRepository
 from app.domain.users import UserRepository
@@ -31,7 +33,18 @@ def provide_messages(request: Request[Any, Any, Any]) -> MessageRepository:
     return MessageRepository(db_session(request))
 
 
+def provide_accounts(request: Request[Any, Any, Any]) -> AccountRepository:
+    return AccountRepository(db_session(request))
+
+
+def provide_caller(request: Request[Caller, Any, Any]) -> Caller:
+    """Who the access token says sent the request (set by the JWT middleware)."""
+    return request.user
+
+
 DEPENDENCIES = {
+    "accounts": Provide(provide_accounts, sync_to_thread=False),
+    "caller": Provide(provide_caller, sync_to_thread=False),
     "users": Provide(provide_users, sync_to_thread=False),
     "chats": Provide(provide_chats, sync_to_thread=False),
     "messages": Provide(provide_messages, sync_to_thread=False),

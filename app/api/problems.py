@@ -21,6 +21,7 @@ from litestar.types import ExceptionHandlersMap
 from app.api.methods import HeadAwareResponse
 from app.db.errors import DatabaseUnavailableError, TokenAheadError, sqlstate_of
 from app.domain.errors import ConflictError, DomainError, ForbiddenError, NotFoundError
+from app.security.ratelimit import LimiterUnavailableError
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -74,8 +75,23 @@ def status_of(error: DomainError) -> int:
     return 400
 
 
+REALM = "messenger"
+
+
 def _domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
-    return problem_response(request, status_of(exc), exc.detail)
+    status = status_of(exc)
+    headers = None
+    if status == 403:  # RFC 6750: the token is fine, it does not reach this resource
+        headers = {"WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope"'}
+    return problem_response(request, status, exc.detail, headers=headers)
+
+
+def _limiter_unavailable(
+    request: Request[Any, Any, Any], exc: LimiterUnavailableError
+) -> Response[Problem]:
+    log.warning("login answered 503: the rate limiter's store is unavailable", error=str(exc))
+    detail = "logins are unavailable: the rate limiter does not answer"
+    return problem_response(request, 503, detail, headers={"Retry-After": "1"})
 
 
 def _unavailable(
@@ -100,7 +116,18 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
         errors = [_clean_validation_item(item) for item in exc.extra if isinstance(item, dict)]
     if status >= 500 or detail == HTTPStatus(status).phrase:
         detail = None
-    return problem_response(request, status, detail, errors=errors, headers=exc.headers)
+    headers = exc.headers
+    if status == 401 and not (headers and "WWW-Authenticate" in headers):
+        headers = {**(headers or {}), "WWW-Authenticate": _challenge(request)}
+        detail = "this route needs a valid access token (Authorization: Bearer ...)"
+    return problem_response(request, status, detail, errors=errors, headers=headers)
+
+
+def _challenge(request: Request[Any, Any, Any]) -> str:
+    """RFC 6750: no credentials get the bare challenge; bad ones `invalid_token`."""
+    if request.headers.get("authorization"):
+        return f'Bearer realm="{REALM}", error="invalid_token"'
+    return f'Bearer realm="{REALM}"'
 
 
 def _clean_validation_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -123,17 +150,20 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Pro
 
 _DESCRIPTIONS = {
     400: "Invalid input (the `errors` member names the fields)",
-    403: "The sender is not a member of the chat",
+    401: "No access token, or one that is malformed, expired or wrongly signed",
+    403: "The token does not reach this resource (another user's)",
     404: "No such record",
     409: "Conflicts with stored data",
     413: "The request body is too large",
+    429: "Too many login attempts; retry after `Retry-After` seconds",
     503: "The database is unavailable or overloaded; retry after `Retry-After` seconds",
 }
 
 
-def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the problem+json answers a route may give (400 and 503 always)."""
-    wanted = sorted({400, 503, *statuses})
+def problem_responses(*statuses: int, authenticated: bool = True) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problem+json answers a route may give (400 and 503 always,
+    401 on the routes that need a token)."""
+    wanted = sorted({400, 503, *statuses, *([401] if authenticated else [])})
     return {
         status: ResponseSpec(
             data_container=Problem,
@@ -149,6 +179,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     DomainError: _domain_error,
     DatabaseUnavailableError: _unavailable,
     TokenAheadError: _token_ahead,
+    LimiterUnavailableError: _limiter_unavailable,
     HTTPException: _http_error,
     Exception: _unexpected,
 }

@@ -190,10 +190,11 @@ StatusFilter = Annotated[
 ]
 
 
-class CreateUser(msgspec.Struct, frozen=True):
-    """`POST /users` body."""
+class CreateUser(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /users` body: registration (the only route that needs no token)."""
 
     username: Username
+    password: Password
     display_name: DisplayName | None = None
 
     def __post_init__(self) -> None:
@@ -202,14 +203,14 @@ class CreateUser(msgspec.Struct, frozen=True):
             msgspec.structs.force_setattr(self, "display_name", name)
 
 
-class SetStatus(msgspec.Struct, frozen=True):
+class SetStatus(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`PUT /users/{id}/status` body."""
 
     status: UserStatus
 
 
-class CreateChat(msgspec.Struct, frozen=True):
-    """`POST /chats` body: 1 to 1000 member ids.
+class CreateChat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /chats` body: up to 1000 member ids besides the creator, who is always a member.
 
     The member bound is what bounds a chat in `GET /users/{id}/chats`: a page holds at most
     200 chats of at most 1000 member ids each. Nothing bounds how many chats a user is added
@@ -219,7 +220,7 @@ class CreateChat(msgspec.Struct, frozen=True):
     member_ids: Annotated[
         list[Id],
         msgspec.Meta(
-            min_length=1,
+            min_length=0,
             max_length=MAX_MEMBERS,
             extra_json_schema={
                 "extra": {"items": Schema(**_bounds(1, MAX_BIGINT), description=_ID)}
@@ -234,9 +235,8 @@ class CreateChat(msgspec.Struct, frozen=True):
             msgspec.structs.force_setattr(self, "title", title)
 
 
-class SendMessage(msgspec.Struct, frozen=True):
-    """`POST /chats/{id}/messages` body."""
+class SendMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /chats/{id}/messages` body; the sender is the caller (no `sender_id`)."""
 
-    sender_id: Id
     body: Body
     client_msg_id: ClientMsgId | None = None

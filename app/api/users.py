@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from litestar import post, put
+from typing import Any
+
+from litestar import Request, post, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
+from app.api.auth import Authentication, Caller
 from app.api.controller import ApiController
 from app.api.methods import read
 from app.api.problems import problem_responses
 from app.api.schemas import CreateUser, Cursor, Limit, PathId, SetStatus, StatusFilter
 from app.domain.chats import ChatRepository
+from app.domain.errors import ForbiddenError
 from app.domain.records import ChatPage, User, UserPage
 from app.domain.users import UserRepository
 
@@ -21,11 +25,23 @@ class UserController(ApiController):
     path = "/users"
     tags = ["users"]
 
-    @post("/", status_code=201, summary="Create a user", responses=problem_responses(409, 413))
+    @post(
+        "/",
+        status_code=201,
+        summary="Register: create a user with a password (no token needed)",
+        responses=problem_responses(409, 413, authenticated=False),
+        security=[],
+        exclude_from_auth=True,
+    )
     async def create(
-        self, data: JSONBody[CreateUser], users: NamedDependency[UserRepository]
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[CreateUser],
+        users: NamedDependency[UserRepository],
     ) -> User:
-        return await users.create(data.username, data.display_name)
+        auth: Authentication = request.app.state.authentication
+        password_hash = await auth.passwords.hash(data.password)
+        return await users.create(data.username, data.display_name, password_hash)
 
     @read(
         "/{user_id:str}",
@@ -51,12 +67,17 @@ class UserController(ApiController):
 
     @put(
         "/{user_id:str}/status",
-        summary="Set a user's status",
-        responses=problem_responses(404, 413),
+        summary="Set your own status",
+        responses=problem_responses(403, 404, 413),
     )
     async def set_status(
-        self, user_id: PathId, data: JSONBody[SetStatus], users: NamedDependency[UserRepository]
+        self,
+        user_id: PathId,
+        data: JSONBody[SetStatus],
+        users: NamedDependency[UserRepository],
+        caller: NamedDependency[Caller],
     ) -> User:
+        _only_yourself(caller, user_id, "change the status of")
         return await users.set_status(user_id, data.status)
 
     @read(
@@ -64,13 +85,20 @@ class UserController(ApiController):
         summary="List the chats a user is a member of, by ascending id",
         description="A page holds at most `limit` (at most 200) chats of at most 1000 member ids "
         "each: a user may be in any number of chats, the page bounds the answer.",
-        responses=problem_responses(404),
+        responses=problem_responses(403, 404),
     )
     async def chats_of_user(
         self,
         user_id: PathId,
         chats: NamedDependency[ChatRepository],
+        caller: NamedDependency[Caller],
         limit: Limit = 50,
         after: Cursor = None,
     ) -> ChatPage:
+        _only_yourself(caller, user_id, "list the chats of")
         return await chats.of_user(user_id, after or 0, limit)
+
+
+def _only_yourself(caller: Caller, user_id: int, what: str) -> None:
+    if caller.id != user_id:
+        raise ForbiddenError(f"a user may only {what} themselves")

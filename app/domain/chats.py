@@ -32,7 +32,12 @@ _UNKNOWN_USERS = Scalar(
     "SELECT ARRAY(SELECT unnest($1::bigint[]) EXCEPT SELECT id FROM users ORDER BY 1)",
     list[int],
 )
-_BY_ID = Query(f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.id = $1", _CHAT)  # noqa: S608 - constant column list
+# A chat is visible to its members only: to anyone else it does not exist. $1 chat, $2 viewer.
+_BY_ID = Query(
+    f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.id = $1"  # noqa: S608 - constant column list
+    " AND EXISTS (SELECT 1 FROM chat_members WHERE chat_id = c.id AND user_id = $2)",
+    _CHAT,
+)
 # One statement per page, which also tells a missing user (no row) from a user without chats
 # on this page (one row of NULLs). Keyset on chat id over the (user_id, chat_id) index: the
 # cost is the page's, however many chats the user is in. $1 user_id, $2 after, $3 limit.
@@ -57,9 +62,10 @@ class ChatRepository:
     def __init__(self, db: DbSession) -> None:
         self._db = db
 
-    async def create(self, title: str | None, member_ids: list[int]) -> Chat:
-        """Create a chat; `NotFoundError` naming the member ids that are not users."""
-        wanted = sorted(set(member_ids))
+    async def create(self, creator: int, title: str | None, member_ids: list[int]) -> Chat:
+        """Create a chat of `creator` and `member_ids`; `NotFoundError` naming the member ids
+        that are not users."""
+        wanted = sorted({creator, *member_ids})
 
         async def insert(conn: Connection) -> Chat | None:
             return await conn.fetch_one(_CREATE, title, wanted, len(wanted))
@@ -74,11 +80,12 @@ class ChatRepository:
         missing = await self._db.read(unknown)
         raise NotFoundError(f"unknown member ids: {', '.join(map(str, missing)) or 'none'}")
 
-    async def get(self, chat_id: int) -> Chat:
-        """The chat with `chat_id` and its member ids."""
+    async def get(self, chat_id: int, viewer: int) -> Chat:
+        """The chat with `chat_id` and its member ids, if `viewer` is a member (a chat the
+        viewer is not in does not exist for them: `NotFoundError` either way)."""
 
         async def fetch(conn: Connection) -> Chat | None:
-            return await conn.fetch_one(_BY_ID, chat_id)
+            return await conn.fetch_one(_BY_ID, chat_id, viewer)
 
         chat = await self._db.read(fetch)
         if chat is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.db.connection import Connection, Query, Scalar, rows_of
 from app.db.session import DbSession
-from app.domain.errors import ConflictError, ForbiddenError, NotFoundError
+from app.domain.errors import ConflictError, NotFoundError
 from app.domain.records import Message, MessagePage
 from app.schema.tables import column_list, messages
 
@@ -34,11 +34,17 @@ _WHY_NOT_SENT = Query(
     " ) AS m ON true",
     lambda row: (bool(row[0]), bool(row[1]), None if row[2] is None else Message(*row[2:])),
 )
+# Members only; the membership check runs once per statement. $1 chat, $2 before, $3 limit,
+# $4 viewer.
 _PAGE = Query(
-    f"SELECT {_COLUMNS} FROM messages WHERE chat_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",  # noqa: S608 - constant column list
+    f"SELECT {_COLUMNS} FROM messages WHERE chat_id = $1 AND id < $2"  # noqa: S608 - constant column list
+    " AND EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $4)"
+    " ORDER BY id DESC LIMIT $3",
     _MESSAGE,
 )
-_CHAT_EXISTS = Scalar("SELECT EXISTS (SELECT 1 FROM chats WHERE id = $1)", bool)
+_IS_MEMBER = Scalar(
+    "SELECT EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2)", bool
+)
 
 
 class MessageRepository:
@@ -71,15 +77,16 @@ class MessageRepository:
 
         return await self._db.read(explain), False
 
-    async def page(self, chat_id: int, before: int | None, limit: int) -> MessagePage:
-        """Messages of a chat with id below `before`, newest first."""
+    async def page(self, chat_id: int, viewer: int, before: int | None, limit: int) -> MessagePage:
+        """Messages of a chat with id below `before`, newest first, for a member (to anyone
+        else the chat does not exist)."""
         below = MAX_ID if before is None else before
 
         async def fetch(conn: Connection) -> list[Message] | None:
-            items = await conn.fetch_all(_PAGE, chat_id, below, limit + 1)
+            items = await conn.fetch_all(_PAGE, chat_id, below, limit + 1, viewer)
             if items:
                 return items
-            return [] if await conn.fetch_scalar(_CHAT_EXISTS, chat_id) else None
+            return [] if await conn.fetch_scalar(_IS_MEMBER, chat_id, viewer) else None
 
         items = await self._db.read(fetch)
         if items is None:
@@ -93,17 +100,16 @@ class MessageRepository:
 async def _explain_unsent(
     conn: Connection, chat_id: int, sender_id: int, body: str, client_msg_id: str | None
 ) -> Message:
-    """Nothing was inserted: why (404, 403), or the stored message of this key (or 409).
+    """Nothing was inserted: why (404), or the stored message of this key (or 409).
 
     The chat and the membership come first: a key is only looked at in a chat its sender may
-    write to, so a 409 never tells anyone else that the key was used.
+    write to, so a 409 never tells anyone else that the key was used. A chat the sender is
+    not in answers exactly like one that does not exist, so chat ids cannot be probed.
     """
     found = await conn.fetch_one(_WHY_NOT_SENT, chat_id, sender_id, client_msg_id)
     chat_exists, is_member, stored = found if found is not None else (False, False, None)
-    if not chat_exists:
+    if not chat_exists or not is_member:
         raise NotFoundError(f"chat {chat_id} does not exist")
-    if not is_member:
-        raise ForbiddenError(f"user {sender_id} is not a member of this chat")
     if stored is None:
         raise ConflictError("the message was not stored; send it again")
     if stored.chat_id != chat_id or stored.body != body:

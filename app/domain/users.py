@@ -12,7 +12,8 @@ from app.schema.tables import column_list, users
 _USER = rows_of(User)
 _COLUMNS = column_list(users)
 _INSERT = Query(
-    f"INSERT INTO users (username, display_name) VALUES ($1, $2) RETURNING {_COLUMNS}",  # noqa: S608 - constant column list
+    "INSERT INTO users (username, display_name, password_hash) VALUES ($1, $2, $3)"  # noqa: S608 - constant column list
+    f" RETURNING {_COLUMNS}",
     _USER,
 )
 _BY_ID = Query(f"SELECT {_COLUMNS} FROM users WHERE id = $1", _USER)  # noqa: S608 - constant column list
@@ -35,11 +36,11 @@ class UserRepository:
     def __init__(self, db: DbSession) -> None:
         self._db = db
 
-    async def create(self, username: str, display_name: str | None) -> User:
+    async def create(self, username: str, display_name: str | None, password_hash: str) -> User:
         """Insert a user; `ConflictError` when the username is taken."""
 
         async def insert(conn: Connection) -> User | None:
-            return await conn.fetch_one(_INSERT, username, display_name or username)
+            return await conn.fetch_one(_INSERT, username, display_name or username, password_hash)
 
         try:
             user = await self._db.write(insert)

@@ -12,6 +12,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery
 
 from app.api.problems import problem_responses
+from app.ops.access import operator_only
 from app.ops.readiness import Readiness
 from app.ops.snapshot import metrics_snapshot
 from app.process.lifecycle import Lifecycle, Phase
@@ -43,7 +44,7 @@ class HealthController(Controller):
         summary="Readiness: writer, replicas and Redis, checked concurrently",
         media_type=HEALTH_JSON,
         responses={
-            **problem_responses(),
+            **problem_responses(authenticated=False),
             503: ResponseSpec(
                 data_container=None,
                 description="Not ready: starting, draining, or the writer or Redis failed",
@@ -74,7 +75,11 @@ class HealthController(Controller):
             headers=_NO_STORE,
         )
 
-    @get("/metrics", summary="Pool, replica, memory and process numbers of this worker")
+    @get(
+        "/metrics",
+        summary="Pool, replica, memory and process numbers of this worker",
+        guards=[operator_only],
+    )
     async def metrics(self, state: State) -> Response[dict[str, Any]]:
         lifecycle: Lifecycle = state.lifecycle
         body = metrics_snapshot(

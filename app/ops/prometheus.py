@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from prometheus_client.exposition import choose_encoder
 
 from app.db.database import Database
+from app.ops.access import operator_only
 from app.process.multiproc import MULTIPROC_ENV, multiprocess_enabled
 
 log = structlog.get_logger("app.ops.prometheus")
@@ -63,6 +64,7 @@ class MetricsController(Controller):
 
     path = "/metrics"
     tags = ["operations"]
+    guards = [operator_only]
 
     @get(
         "/",

@@ -49,7 +49,7 @@ class KeyRingToken(Token):
     ) -> Any:
         key = cls.keys.get(str(jwt.get_unverified_header(encoded_token).get("kid")))
         if key is None:
-            raise jwt.InvalidKeyError("unknown key id")
+            raise jwt.InvalidTokenError("unknown key id")
         checks: Any = {**(options or {}), "require": ["exp", "iat", "sub", "iss"]}
         return jwt.decode(
             encoded_token, key=key, algorithms=[ALGORITHM], issuer=ISSUER, options=checks

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.support.cluster import TestDatabase
-from tests.support.fleet import Fleet, Load, Result, make_chat
+from tests.support.fleet import Fleet, Load, Result, make_member
 from tests.support.haproxy import haproxy_binary
 
 pytestmark = pytest.mark.skipif(
@@ -52,8 +52,7 @@ def _served_by(results: list[Result], server: str, start: float) -> list[Result]
 
 def test_rolling_restart_behind_haproxy_fails_no_request(database: TestDatabase) -> None:
     with Fleet(_env(database), instances=2) as fleet:
-        chat_id, user_id = make_chat(fleet.url)
-        load = Load(fleet.url, chat_id, user_id, rate=RATE, max_s=150).start()
+        load = Load(fleet.url, make_member(fleet.url), rate=RATE, max_s=150).start()
         try:
             time.sleep(2)
             restarts = []

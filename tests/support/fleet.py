@@ -245,8 +245,7 @@ class Load:
     a fresh `client_msg_id`); bounded by `max_s` and `max_requests`, stops by itself."""
 
     url: str
-    chat_id: int
-    sender_id: int
+    member: Member
     rate: float = 150.0
     threads: int = 4
     max_s: float = 120.0
@@ -272,7 +271,7 @@ class Load:
         interval = self.threads / self.rate
         began = time.monotonic() + index * interval / self.threads
         per_thread = self.max_requests // self.threads
-        with httpx.Client(base_url=self.url, timeout=10) as client:
+        with httpx.Client(base_url=self.url, headers=self.member.headers, timeout=10) as client:
             for step in range(per_thread):
                 due = began + step * interval  # drift-free pacing
                 if self._stop.wait(max(0.0, due - time.monotonic())):
@@ -286,10 +285,12 @@ class Load:
         try:
             if kind == "send":
                 key = uuid.uuid4().hex
-                body = {"sender_id": self.sender_id, "body": f"m {key}", "client_msg_id": key}
-                response = client.post(f"/chats/{self.chat_id}/messages", json=body)
+                body: dict[str, object] = {"body": f"m {key}", "client_msg_id": key}
+                if not self.member.headers:  # with accounts the sender is the caller
+                    body["sender_id"] = self.member.user_id
+                response = client.post(f"/chats/{self.member.chat_id}/messages", json=body)
             else:
-                response = client.get(f"/chats/{self.chat_id}/messages?limit=5")
+                response = client.get(f"/chats/{self.member.chat_id}/messages?limit=5")
         except httpx.HTTPError as error:
             return Result(at, time.monotonic() - started, kind, None, None, type(error).__name__)
         return Result(
@@ -302,15 +303,36 @@ class Load:
         )
 
 
-def make_chat(url: str) -> tuple[int, int]:
-    """A user and a chat of theirs, created through `url`: (chat id, user id)."""
+@dataclass(frozen=True)
+class Member:
+    """A user with a chat of their own, and what their requests carry to authenticate."""
+
+    chat_id: int
+    user_id: int
+    headers: dict[str, str]
+
+
+def make_member(url: str) -> Member:
+    """A user and a chat of theirs, created through `url`. Where the service has accounts
+    (`/auth/token`), the user registers with a password and logs in; otherwise requests go
+    without credentials."""
+    password = f"fleet-{uuid.uuid4().hex}"
+    username = f"fleet_{time.time_ns() % 10**12}"
     with httpx.Client(base_url=url, timeout=10) as client:
-        user = client.post("/users", json={"username": f"fleet_{time.time_ns() % 10**12}"})
+        user = client.post("/users", json={"username": username, "password": password})
+        if user.status_code == 400 and "password" in user.text:  # no accounts: no password
+            user = client.post("/users", json={"username": username})
         assert user.status_code == 201, user.text
         user_id = int(user.json()["id"])
-        chat = client.post("/chats", json={"title": "fleet", "member_ids": [user_id]})
+        headers: dict[str, str] = {}
+        login = client.post("/auth/token", json={"username": username, "password": password})
+        if login.status_code == 200:
+            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        chat = client.post(
+            "/chats", json={"title": "fleet", "member_ids": [user_id]}, headers=headers
+        )
         assert chat.status_code == 201, chat.text
-        return int(chat.json()["id"]), user_id
+        return Member(int(chat.json()["id"]), user_id, headers)
 
 
 def main() -> int:

@@ -1,0 +1,239 @@
+"""Authentication: `/auth/token`, `/auth/refresh`, `/auth/logout`, and the bearer check every
+other `/users` and `/chats` route passes through.
+
+- `POST /auth/token {username, password}` answers an access token (a short-lived JWT, checked
+  without a database call by Litestar's `JWTAuth` with the key ring of `app.security.tokens`)
+  and a refresh token (opaque, single use, stored as a hash). Logins are limited per
+  username and per client address (`app.security.ratelimit`: 429 with `Retry-After`). A
+  wrong username and a wrong password answer the same 401 after the same work (the check
+  runs against a dummy hash for an unknown user). A hash made with older parameters is
+  replaced on a successful login.
+- `POST /auth/refresh {refresh_token}` spends the refresh token for a new pair; a token
+  presented twice revokes its whole family (the thief and the owner both have to log in
+  again). `POST /auth/logout {refresh_token}` revokes the family; 204 whatever it was.
+- Credentials and refresh tokens are read and written on the primary (`AccountRepository`),
+  so a login right after registering never fails on a replica that has not replayed it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+import structlog
+from litestar import Controller, Request, post
+from litestar.di import NamedDependency
+from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
+from litestar.params import JSONBody
+from litestar.security.jwt import JWTAuth, Token
+
+from app.api.problems import problem_responses
+from app.api.schemas import Password, Username
+from app.config import AuthSettings
+from app.domain.accounts import AccountRepository, RefreshTokenReusedError
+from app.security.passwords import Passwords
+from app.security.ratelimit import Limiter, MemoryLimiter, RedisLimiter
+from app.security.tokens import (
+    AccessTokens,
+    new_refresh_token,
+    refresh_token_hash,
+    token_class,
+)
+
+REALM = "messenger"
+# Paths the bearer check leaves alone: probes and operator endpoints (guarded on their own),
+# the OpenAPI document, and the token endpoints themselves. Registration opts out per route.
+PUBLIC_PATHS = ["^/health", "^/metrics", "^/schema", "^/auth/"]
+RefreshToken = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+log = structlog.get_logger("app.api.auth")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent the request, from the access token alone (no database call)."""
+
+    id: int
+
+
+class Login(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /auth/token` body."""
+
+    username: Username
+    password: Password
+
+
+class Refresh(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /auth/refresh` and `POST /auth/logout` body."""
+
+    refresh_token: RefreshToken
+
+
+class TokenPair(msgspec.Struct, frozen=True):
+    """A new access token and the refresh token to get the next one."""
+
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    token_type: str = "bearer"  # noqa: S105 - the scheme's name, not a secret
+
+
+class Authentication:
+    """What the auth routes share for the process's life: hashing, signing, limits.
+
+    A lifecycle component only to close the limiter's Redis connection.
+    """
+
+    name = "authentication"
+
+    def __init__(self, settings: AuthSettings, redis_url: str | None) -> None:
+        keys = dict(settings.jwt_keys)
+        self.settings = settings
+        self.passwords = Passwords()
+        self.access = AccessTokens(keys, settings.signing_kid, settings.access_token_ttl_s)
+        self.limiter: Limiter = (
+            RedisLimiter(redis_url, settings.login_window_s)
+            if redis_url
+            else MemoryLimiter(settings.login_window_s)
+        )
+        self.jwt = JWTAuth[Caller](
+            token_secret=keys[settings.signing_kid].hex(),  # unused: the ring picks the key
+            retrieve_user_handler=_caller,
+            token_cls=token_class(keys),
+            exclude=PUBLIC_PATHS,
+            openapi_security_scheme_name="BearerToken",
+            description="An access token from POST /auth/token",
+        )
+
+    async def start(self) -> None:
+        """Nothing to open: Redis connects on the first login."""
+
+    async def stop(self) -> None:
+        """Close the limiter's connection."""
+        await self.limiter.aclose()
+
+    async def issue(self, accounts: AccountRepository, user_id: int) -> TokenPair:
+        """A new access token, and the first refresh token of a new family."""
+        refresh, refresh_hash = new_refresh_token()
+        await accounts.start_family(user_id, refresh_hash, self.settings.refresh_token_ttl_s)
+        return self.pair(user_id, refresh)
+
+    def pair(self, user_id: int, refresh: str) -> TokenPair:
+        """An access token for `user_id` alongside `refresh`."""
+        return TokenPair(
+            access_token=self.access.issue(user_id),
+            expires_in=int(self.access.ttl_s),
+            refresh_token=refresh,
+        )
+
+
+def _caller(token: Token, _: Any) -> Caller | None:
+    try:
+        return Caller(int(token.sub))
+    except ValueError:
+        return None
+
+
+def development_keys() -> tuple[tuple[str, bytes], ...]:
+    """A key made up for this process when none is configured outside production: tokens
+    then do not survive a restart nor work across workers (`messenger serve` keeps one
+    under `.data/` for development instead)."""
+    return (("ephemeral", secrets.token_bytes(32)),)
+
+
+def _invalid_credentials() -> NotAuthorizedException:
+    return NotAuthorizedException(
+        detail="unknown username or wrong password",
+        headers={"WWW-Authenticate": f'Bearer realm="{REALM}"'},
+    )
+
+
+def _invalid_refresh() -> NotAuthorizedException:
+    return NotAuthorizedException(
+        detail="the refresh token is unknown, expired, revoked or already used",
+        headers={"WWW-Authenticate": f'Bearer realm="{REALM}", error="invalid_token"'},
+    )
+
+
+class AuthController(Controller):
+    """Log in, refresh, log out."""
+
+    path = "/auth"
+    tags = ["auth"]
+
+    @post(
+        "/token",
+        summary="Log in: an access token and a refresh token",
+        status_code=200,
+        responses=problem_responses(401, 413, 429, authenticated=False),
+    )
+    async def token(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[Login],
+        accounts: NamedDependency[AccountRepository],
+    ) -> TokenPair:
+        auth: Authentication = request.app.state.authentication
+        limits = auth.settings
+        address = request.client.host if request.client else "unknown"
+        wait = await auth.limiter.hit(
+            [
+                (f"login:user:{data.username}", limits.login_limit_per_username),
+                (f"login:addr:{address}", limits.login_limit_per_address),
+            ]
+        )
+        if wait:
+            raise TooManyRequestsException(
+                detail="too many login attempts; retry later",
+                headers={"Retry-After": str(wait)},
+            )
+        credentials = await accounts.credentials(data.username)
+        stored = credentials.password_hash if credentials else None
+        # Checked whatever `credentials` is: an unknown user costs the same hash check.
+        matches = await auth.passwords.check(stored, data.password)
+        if credentials is None or not matches:
+            raise _invalid_credentials()
+        if stored is not None and auth.passwords.needs_rehash(stored):
+            rehashed = await auth.passwords.hash(data.password)
+            await accounts.set_password_hash(credentials.user_id, rehashed)
+            log.info("password rehashed with the current parameters", user_id=credentials.user_id)
+        return await auth.issue(accounts, credentials.user_id)
+
+    @post(
+        "/refresh",
+        summary="Spend a refresh token for a new pair",
+        status_code=200,
+        responses=problem_responses(401, 413, authenticated=False),
+    )
+    async def refresh(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[Refresh],
+        accounts: NamedDependency[AccountRepository],
+    ) -> TokenPair:
+        auth: Authentication = request.app.state.authentication
+        fresh, fresh_hash = new_refresh_token()
+        spent_hash = refresh_token_hash(data.refresh_token)
+        try:
+            user_id = await accounts.rotate(
+                spent_hash, fresh_hash, auth.settings.refresh_token_ttl_s
+            )
+        except RefreshTokenReusedError:
+            log.warning("a spent refresh token was used again; its family is revoked")
+            raise _invalid_refresh() from None
+        if user_id is None:
+            raise _invalid_refresh()
+        return auth.pair(user_id, fresh)
+
+    @post(
+        "/logout",
+        summary="Revoke the refresh token's family",
+        status_code=204,
+        responses=problem_responses(413, authenticated=False),
+    )
+    async def logout(
+        self, data: JSONBody[Refresh], accounts: NamedDependency[AccountRepository]
+    ) -> None:
+        await accounts.end_family(refresh_token_hash(data.refresh_token))
