@@ -59,6 +59,11 @@ def granian_command(settings: Settings) -> list[str]:
 def serve(environ: dict[str, str]) -> int:
     """Validate, prepare the database, then run granian until it exits."""
     settings = _settings(environ)
+    if not settings.auth.jwt_keys and settings.app_env != "production":
+        from app.dev import keys  # development only: production requires AUTH_JWT_KEYS
+
+        environ["AUTH_JWT_KEYS"] = keys.jwt_keys()  # one key for every worker and restart
+        settings = _settings(environ)
     started_cluster = False
     if settings.database.url is None:
         from app.dev import local  # development only: production has a DATABASE_URL
@@ -119,6 +124,49 @@ def database(action: str) -> int:
     return 0
 
 
+def set_password(environ: dict[str, str], username: str) -> int:
+    """`user set-password USERNAME`: read a password from standard input (never from the
+    command line, where `ps` would show it), hash it and store it on the primary."""
+    import asyncio
+    import getpass
+
+    settings = _settings(environ)
+    if settings.database.url is None:
+        from app.dev import local
+
+        urls, _ = local.start()
+        environ.update(urls)
+        settings = _settings(environ)
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"new password for {username}: ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    from app.security.passwords import MAX_LENGTH, MIN_LENGTH
+
+    if not MIN_LENGTH <= len(password) <= MAX_LENGTH or "\x00" in password:
+        return _fail(f"a password has {MIN_LENGTH} to {MAX_LENGTH} characters and no NUL")
+    if not asyncio.run(_store_password(settings, username, password)):
+        return _fail(f"no user named {username!r}")
+    print(f"password set for {username}", file=sys.stderr)
+    return 0
+
+
+async def _store_password(settings: Settings, username: str, password: str) -> bool:
+    from app.db.database import Database
+    from app.db.session import DbSession
+    from app.domain.accounts import AccountRepository
+    from app.security.passwords import Passwords
+
+    database = Database(settings)
+    await database.start()
+    try:
+        password_hash = await Passwords().hash(password)
+        accounts = AccountRepository(DbSession(database))
+        return await accounts.set_password_of(username, password_hash)
+    finally:
+        await database.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="messenger", description=__doc__)
@@ -128,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     migrate_parser.add_argument("revision", nargs="?", default="head")
     db = sub.add_parser("db", help="the embedded development cluster")
     db.add_argument("action", choices=["up", "down", "env", "failover", "rejoin"])
+    user = sub.add_parser("user", help="accounts: set a password (read from standard input)")
+    user.add_argument("action", choices=["set-password"])
+    user.add_argument("username")
     args = parser.parse_args(argv)
     environ = dict(os.environ)
     try:
@@ -135,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             return serve(environ)
         if args.command == "migrate":
             return migrate(environ, args.revision)
+        if args.command == "user":
+            return set_password(environ, args.username)
         return database(args.action)
     except ConfigError as error:
         return _fail(str(error))
