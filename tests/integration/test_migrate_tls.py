@@ -58,7 +58,7 @@ def test_migrate_refuses_a_server_without_tls(
     assert lines[0].startswith("error: "), output
     assert "TLS" in lines[0], output
     assert f"DB_SSLMODE={sslmode}" in lines[0], output
-    assert "migrated" not in output
+    assert "migrated to" not in output
     assert "Traceback" not in output
     assert "postgresql://" not in output
     password = urlsplit(database.primary_url).password

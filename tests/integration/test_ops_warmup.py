@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from litestar.testing import TestClient
@@ -122,7 +122,12 @@ def test_told_to_wait_it_starts_once_the_primary_comes_up(database: TestDatabase
     primary_port = urlsplit(database.primary_url).port
     assert primary_port is not None
     forwarder = _Forwarder(primary_port)
-    late_url = f"postgresql://postgres@127.0.0.1:{forwarder.port}/messenger"
+    late_url = urlunsplit(
+        urlsplit(database.primary_url)._replace(
+            netloc=f"{urlsplit(database.primary_url).netloc.rpartition('@')[0]}"
+            f"@127.0.0.1:{forwarder.port}"
+        )
+    )
     client = make_client(database, DATABASE_URL=late_url, DB_WAIT_FOR_PRIMARY_S="30")
     entered = threading.Event()
 

@@ -31,7 +31,7 @@ def bouncer(database: TestDatabase) -> Iterator[PgBouncer]:
         pytest.skip("needs the embedded cluster")
     ports = {"primary": cluster.primary.port}
     ports.update({f"replica{index}": node.port for index, node in enumerate(cluster.replicas)})
-    with PgBouncer(ports, pool_size=2) as running:
+    with PgBouncer(ports, pool_size=2, password=cluster.password) as running:
         yield running
 
 

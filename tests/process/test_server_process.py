@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -50,9 +51,15 @@ def test_development_run_brings_its_own_cluster_and_ctrl_c_stops_all(tmp_path: P
         assert env_file.startswith("DATABASE_URL=postgresql://")
         host_list = env_file.splitlines()[0].removeprefix("DATABASE_URL=postgresql://")
         assert host_list.count("127.0.0.1:") == 2, env_file  # the primary and the replica
+        # The generated password is in the URLs (a file only its owner reads), nowhere else.
+        password = (data / "pg" / "password").read_text().strip()
+        assert host_list.startswith(f"postgres:{password}@"), env_file
+        assert stat.S_IMODE((data / "postgres.env").stat().st_mode) == 0o600
+        assert password not in log.read_text()
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert process.wait(timeout=60) == 0, log.read_text()
         assert "embedded PostgreSQL stopped" in log.read_text()
+        assert password not in log.read_text()
         assert not EmbeddedCluster(data / "pg", replicas=1).is_running()
     finally:
         if process.poll() is None:

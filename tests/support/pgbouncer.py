@@ -27,7 +27,9 @@ def pgbouncer_binary() -> str | None:
 class PgBouncer:
     """`with PgBouncer({"primary": port}) as bouncer:`; `bouncer.url("primary")`."""
 
-    def __init__(self, databases: dict[str, int], *, pool_size: int = 4) -> None:
+    def __init__(
+        self, databases: dict[str, int], *, pool_size: int = 4, password: str | None = None
+    ) -> None:
         binary = pgbouncer_binary()
         if binary is None:
             raise RuntimeError("pgbouncer is not installed (apt-get install pgbouncer)")
@@ -35,6 +37,7 @@ class PgBouncer:
         self.port = free_port()
         self._databases = databases
         self._pool_size = pool_size
+        self._password = password  # the servers' (clients need none: auth_type = any)
         self._dir = Path(tempfile.mkdtemp(prefix="messenger-pgbouncer-"))
         self._user = pwd.getpwnam(SYSTEM_USER) if os.geteuid() == 0 else None
         self.process: subprocess.Popen[bytes] | None = None
@@ -43,8 +46,9 @@ class PgBouncer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def _write_config(self) -> Path:
+        secret = f" password={self._password}" if self._password else ""
         entries = "".join(
-            f"{name} = host=127.0.0.1 port={port} dbname=messenger user=postgres\n"
+            f"{name} = host=127.0.0.1 port={port} dbname=messenger user=postgres{secret}\n"
             for name, port in self._databases.items()
         )
         ini = self._dir / "pgbouncer.ini"
@@ -63,6 +67,7 @@ class PgBouncer:
             f"logfile = {self._dir / 'pgbouncer.log'}\n"
             f"pidfile = {self._dir / 'pgbouncer.pid'}\n"
         )
+        ini.chmod(0o600)  # it holds the servers' password
         if self._user is not None:
             for path in (self._dir, ini):
                 os.chown(path, self._user.pw_uid, self._user.pw_gid)
