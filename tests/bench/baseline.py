@@ -1,33 +1,55 @@
 """The ceiling of our stack: a bare Litestar + asyncpg app serving the same two endpoints.
 
-Same routes, validation and JSON as the service, with the minimum SQL: a send is one
-statement (membership check and insert, idempotent by `client_msg_id`), a page is one
-indexed keyset query, and nothing else reaches the server (asyncpg's pool would otherwise
-send `RESET ALL` and friends on every release; the service's pool sends nothing either).
+Same routes, authentication, validation and JSON as the service, with the minimum SQL: a send
+is one statement (membership check and insert, idempotent by `client_msg_id`, the sender being
+the caller), a page is one indexed keyset query with the same membership condition, and
+nothing else reaches the server (asyncpg's pool would otherwise send `RESET ALL` and friends
+on every release; the service's pool sends nothing either).
+
+Every request verifies its bearer access token as the service does, without Litestar's
+authentication middleware: PyJWT, HS256, the key chosen by the token's `kid` from
+`BASELINE_JWT_KEYS` (the service's `AUTH_JWT_KEYS` format), `exp`, `iat`, `sub` and `iss`
+required; no token or a bad one is a 401. A chat the caller is not a member of is a 404.
+
 Reads go to the replica, or to the primary when the request carries `X-Consistency-Token`
-(the simplest correct read-your-writes). `/t/chats/{id}/messages` is the send plus the
-service's second round trip for the token (`pg_current_wal_lsn()`), to tell the cost of the
-stack from the cost of that contract.
+(the simplest correct read-your-writes; the token is parsed like the service's, a malformed
+one is a 400). `/t/chats/{id}/messages` is the send plus the service's second round trip for
+the token (`pg_current_wal_lsn()`), to tell the cost of the stack from the cost of that
+contract.
 
 Served as `granian ... tests.bench.baseline:app`; configured by `BASELINE_*` variables.
 """
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
+import jwt
 import msgspec
 from litestar import Litestar, Request, Response, get, post
-from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+)
 from litestar.params import PathParameter, QueryParameter
 
 MAX_ID = 2**63 - 1
 NO_NUL = "^[^\\x00]*$"
+# The service's message body rule (app/api/schemas.py, BODY_PATTERN): newline and tab are the
+# only control characters.
+BODY_PATTERN = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+ISSUER = "messenger"
+REQUIRED_CLAIMS: Any = {"require": ["exp", "iat", "sub", "iss"]}  # PyJWT's Options
+LSN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
 COLUMNS = "id, chat_id, sender_id, body, client_msg_id, created_at"
 
 SEND = (
@@ -36,25 +58,30 @@ SEND = (
     " WHERE EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2)"
     f" ON CONFLICT (sender_id, client_msg_id) DO NOTHING RETURNING {COLUMNS}"
 )
-STORED = f"SELECT {COLUMNS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2"  # noqa: S608 - constant column list
+# Why nothing was inserted, in one statement like the service's: chat, membership, stored key.
 WHY_NOT = (
-    "SELECT EXISTS (SELECT 1 FROM chats WHERE id = $1),"
-    " EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2)"
+    "SELECT EXISTS (SELECT 1 FROM chats WHERE id = $1),"  # noqa: S608 - constant column list
+    " EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2), m.*"
+    " FROM (SELECT 1) AS one LEFT JOIN ("
+    f"  SELECT {COLUMNS} FROM messages WHERE sender_id = $2 AND client_msg_id = $3"
+    " ) AS m ON true"
 )
-PAGE = f"SELECT {COLUMNS} FROM messages WHERE chat_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"  # noqa: S608 - constant column list
-CHAT_EXISTS = "SELECT EXISTS (SELECT 1 FROM chats WHERE id = $1)"
+PAGE = (
+    f"SELECT {COLUMNS} FROM messages WHERE chat_id = $1 AND id < $2"  # noqa: S608 - constant column list
+    " AND EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $4)"
+    " ORDER BY id DESC LIMIT $3"
+)
+IS_MEMBER = "SELECT EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2)"
 WAL_POSITION = "SELECT pg_current_wal_lsn()::text"
 
-Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
-Body = Annotated[str, msgspec.Meta(min_length=1, max_length=4000, pattern=NO_NUL)]
+Body = Annotated[str, msgspec.Meta(min_length=1, max_length=4000, pattern=BODY_PATTERN)]
 ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NO_NUL)]
 PathId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 Limit = Annotated[int, QueryParameter(ge=1, le=200)]
 Cursor = Annotated[int | None, QueryParameter(ge=0, le=MAX_ID)]
 
 
-class SendMessage(msgspec.Struct, frozen=True):
-    sender_id: Id
+class SendMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     body: Body
     client_msg_id: ClientMsgId | None = None
 
@@ -81,6 +108,53 @@ class Pools:
 
 
 POOLS = Pools()
+
+
+def _jwt_keys(raw: str) -> dict[str, bytes]:
+    """`kid:secret,...` with URL-safe base64 secrets, as the service's `AUTH_JWT_KEYS`."""
+    keys = {}
+    for item in raw.split(","):
+        kid, _, encoded = item.strip().partition(":")
+        keys[kid] = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    return keys
+
+
+KEYS = _jwt_keys(os.environ.get("BASELINE_JWT_KEYS", ""))
+
+
+def _unauthorized() -> NotAuthorizedException:
+    return NotAuthorizedException(
+        detail="a valid bearer access token is required",
+        headers={"WWW-Authenticate": 'Bearer realm="messenger", error="invalid_token"'},
+    )
+
+
+def caller(request: Request[Any, Any, Any]) -> int:
+    """The user id of the request's bearer access token, verified (else 401)."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise _unauthorized()
+    encoded = header.partition(" ")[2]
+    try:
+        key = KEYS.get(str(jwt.get_unverified_header(encoded).get("kid")))
+        if key is None:
+            raise _unauthorized()
+        claims = jwt.decode(
+            encoded, key=key, algorithms=["HS256"], issuer=ISSUER, options=REQUIRED_CLAIMS
+        )
+        return int(claims["sub"])
+    except (jwt.InvalidTokenError, ValueError):
+        raise _unauthorized() from None
+
+
+def wants_primary(request: Request[Any, Any, Any]) -> bool:
+    """Whether the read carries a consistency token (parsed: a malformed one is a 400)."""
+    token = request.headers.get("x-consistency-token")
+    if token is None:
+        return False
+    if LSN.match(token.strip()) is None:
+        raise ClientException(detail="X-Consistency-Token must be a token returned by a write")
+    return True
 
 
 def _env_int(name: str, default: int) -> int:
@@ -130,53 +204,62 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
             await POOLS.reader.close()
 
 
-async def _unsent(conn: asyncpg.Connection, chat_id: int, data: SendMessage) -> Response[Message]:
-    """Nothing was inserted: the stored message of this key (200), else 404, 403 or 409."""
-    if data.client_msg_id is not None:
-        row = await conn.fetchrow(STORED, data.sender_id, data.client_msg_id)
-        if row is not None:
-            stored = Message(*row)
-            if stored.chat_id != chat_id or stored.body != data.body:
-                raise HTTPException(status_code=409, detail="client_msg_id reused")
-            return Response(stored, status_code=200)
-    chat_exists, is_member = await conn.fetchrow(WHY_NOT, chat_id, data.sender_id)
-    if not chat_exists:
+async def _unsent(
+    conn: asyncpg.Connection, chat_id: int, sender: int, data: SendMessage
+) -> Response[Message]:
+    """Nothing was inserted: 404 (no such chat, or not a member), the stored message of this
+    key (200), or 409."""
+    row = await conn.fetchrow(WHY_NOT, chat_id, sender, data.client_msg_id)
+    if not row[0] or not row[1]:
         raise NotFoundException(detail=f"chat {chat_id} does not exist")
-    if not is_member:
-        raise PermissionDeniedException(detail="not a member of this chat")
-    raise HTTPException(status_code=409, detail="the message was not stored")
+    if row[2] is None:
+        raise HTTPException(status_code=409, detail="the message was not stored")
+    stored = Message(*row[2:])
+    if stored.chat_id != chat_id or stored.body != data.body:
+        raise HTTPException(status_code=409, detail="client_msg_id reused")
+    return Response(stored, status_code=200)
 
 
-async def _send(chat_id: int, data: SendMessage, *, token: bool) -> Response[Message]:
+async def _send(
+    request: Request[Any, Any, Any], chat_id: int, data: SendMessage, *, token: bool
+) -> Response[Message]:
+    sender = caller(request)
     async with POOLS.writer.acquire() as conn:
-        row = await conn.fetchrow(SEND, chat_id, data.sender_id, data.body, data.client_msg_id)
+        row = await conn.fetchrow(SEND, chat_id, sender, data.body, data.client_msg_id)
         if row is None:
-            return await _unsent(conn, chat_id, data)
+            return await _unsent(conn, chat_id, sender, data)
         headers = {"x-consistency-token": await conn.fetchval(WAL_POSITION)} if token else None
         return Response(Message(*row), status_code=201, headers=headers)
 
 
 @post("/chats/{chat_id:int}/messages")
-async def send(chat_id: PathId, data: SendMessage) -> Response[Message]:
+async def send(
+    request: Request[Any, Any, Any], chat_id: PathId, data: SendMessage
+) -> Response[Message]:
     """One statement: membership check and insert."""
-    return await _send(chat_id, data, token=False)
+    return await _send(request, chat_id, data, token=False)
 
 
 @post("/t/chats/{chat_id:int}/messages")
-async def send_with_token(chat_id: PathId, data: SendMessage) -> Response[Message]:
+async def send_with_token(
+    request: Request[Any, Any, Any], chat_id: PathId, data: SendMessage
+) -> Response[Message]:
     """The same, plus the WAL position for `X-Consistency-Token` (a second round trip)."""
-    return await _send(chat_id, data, token=True)
+    return await _send(request, chat_id, data, token=True)
 
 
 @get("/chats/{chat_id:int}/messages")
 async def page(
     request: Request[Any, Any, Any], chat_id: PathId, limit: Limit = 50, before: Cursor = None
 ) -> MessagePage:
-    """One keyset query on (chat_id, id desc); the chat is looked up only for an empty page."""
-    pool = POOLS.writer if "x-consistency-token" in request.headers else POOLS.reader
+    """One keyset query on (chat_id, id desc) for a member; membership is looked up again only
+    for an empty page (an empty chat, or not a member: 404)."""
+    viewer = caller(request)
+    pool = POOLS.writer if wants_primary(request) else POOLS.reader
     async with pool.acquire() as conn:
-        rows = await conn.fetch(PAGE, chat_id, MAX_ID if before is None else before, limit + 1)
-        if not rows and not await conn.fetchval(CHAT_EXISTS, chat_id):
+        below = MAX_ID if before is None else before
+        rows = await conn.fetch(PAGE, chat_id, below, limit + 1, viewer)
+        if not rows and not await conn.fetchval(IS_MEMBER, chat_id, viewer):
             raise NotFoundException(detail=f"chat {chat_id} does not exist")
     items = [Message(*row) for row in rows[:limit]]
     return MessagePage(items=items, next=items[-1].id if len(rows) > limit else None)

@@ -37,7 +37,8 @@ class Run:
     statements: dict[str, float] = field(default_factory=dict)  # per request, by node: text
     rss_total_mb: float = 0.0
     rss_worker_mb: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)  # rates: averaged over runs
+    counts: dict[str, int] = field(default_factory=dict)  # events: added up over runs
 
     @property
     def rps(self) -> float:
@@ -77,6 +78,14 @@ class Result:
         for run in self.runs:
             for status, count in run.statuses.items():
                 total[status] = total.get(status, 0) + count
+        return total
+
+    @property
+    def counts(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for run in self.runs:
+            for name, count in run.counts.items():
+                total[name] = total.get(name, 0) + count
         return total
 
     @property
@@ -130,6 +139,7 @@ class Result:
             "errors": self.error_count,
             "error_kinds": {kind: n for kind, n in self.errors.items() if n},
             "statuses": self.statuses,
+            "counts": self.counts,
             "error_sample": next((run.error_sample for run in self.runs if run.error_sample), ""),
             "rss_total_mb": round(self.rss_total_mb, 1),
             "rss_worker_mb": round(self.rss_worker_mb, 1),
@@ -190,4 +200,5 @@ def run_wrk(
         quantiles_ms={float(q): int(us) / 1000 for q, us in data["quantiles_us"].items()},
         statuses={str(status): int(n) for status, n in data["statuses"].items()},
         error_sample=str(data["error_sample"]),
+        counts={str(name): int(n) for name, n in data.get("counts", {}).items()},
     )

@@ -1,4 +1,5 @@
-"""`just bench profile`: where a worker's CPU goes under saturating sends and pages.
+"""`just bench profile`: where a worker's CPU goes under saturating sends, pages and the
+read-your-writes mix (a send, then a read with its consistency token).
 
 py-spy (a dev dependency) samples the granian worker of the service, and of the baseline for
 comparison, while wrk saturates it. Only the main thread is counted: it runs all the Python
@@ -43,9 +44,17 @@ LAYERS: list[tuple[str, str]] = [
     ("SQLAlchemy pool: checkout, checkin, events", "sqlalchemy/event/"),
     ("retry wrapper (stamina, tenacity)", "stamina/"),
     ("retry wrapper (stamina, tenacity)", "tenacity/"),
-    ("metrics (prometheus_client, Prometheus middleware)", "prometheus_client/"),
-    ("metrics (prometheus_client, Prometheus middleware)", "litestar/plugins/prometheus/"),
+    ("metrics (prometheus_client, HTTP metrics middleware)", "prometheus_client/"),
+    ("metrics (prometheus_client, HTTP metrics middleware)", "litestar/plugins/prometheus/"),
+    ("metrics (prometheus_client, HTTP metrics middleware)", "app/ops/http_metrics.py"),
     ("logging (structlog)", "structlog/"),
+    # Authentication: Litestar's JWT middleware and Token before PyJWT (its path has jwt/ too).
+    ("auth: Litestar JWT middleware, Token, app's key ring", "litestar/security/"),
+    ("auth: Litestar JWT middleware, Token, app's key ring", "litestar/middleware/authentication"),
+    ("auth: Litestar JWT middleware, Token, app's key ring", "app/security/"),
+    ("auth: Litestar JWT middleware, Token, app's key ring", "app/api/auth.py"),
+    ("auth: PyJWT (decode, verify)", "jwt/"),
+    ("app: strict input (app/api/inputs.py)", "app/api/inputs.py"),
     ("app: data layer (session, pool wrapper, routing)", "app/db/"),
     ("app: repositories and records", "app/domain/"),
     ("app: API, DI providers, middleware, hooks", "app/api/"),
@@ -64,6 +73,22 @@ LAYERS: list[tuple[str, str]] = [
 ]
 # Questions asked of the profile: the share of samples with a matching frame anywhere.
 MARKERS: list[tuple[str, tuple[str, ...]]] = [
+    (
+        "auth: the bearer check (middleware or the baseline's `caller`)",
+        (
+            "(litestar/middleware/authentication.py",
+            "(litestar/security/",
+            "(jwt/",
+            "caller (tests/bench/baseline.py",
+        ),
+    ),
+    ("  of which PyJWT", ("(jwt/",)),
+    ("  of which the Token dataclass (litestar Token.decode after PyJWT)", ("Token.decode (",)),
+    (
+        "strict input: StrictRequest.json, check_integer_parameters",
+        ("(app/api/inputs.py",),
+    ),
+    ("HTTP metrics middleware (app/ops/http_metrics.py)", ("(app/ops/http_metrics.py",)),
     (
         "SQLAlchemy execute incl. driver",
         ("AsyncConnection.execute (", "Connection.execute (sqlalchemy"),
@@ -86,6 +111,7 @@ MARKERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("retry wrapper (stamina/tenacity)", ("stamina/", "tenacity/")),
     ("consistency token query (_record_position)", ("_record_position (",)),
+    ("token read: asking the replica (has_replayed)", ("has_replayed (",)),
     ("row hydration (Message(*row))", ("<listcomp> (app/domain/", "Message(")),
     (
         "DI: resolving dependencies and providers",
@@ -160,13 +186,20 @@ def _layer(frames: list[str]) -> tuple[str, str]:
 
 
 def record(
-    bench: Bench, server: Server, script: str, *, env: dict[str, str], out: Path, seconds: float
+    bench: Bench,
+    server: Server,
+    script: str,
+    *,
+    name: str,
+    env: dict[str, str],
+    out: Path,
+    seconds: float,
 ) -> Profile:
     """Saturate `server` with wrk while py-spy samples its worker's main thread."""
     config = bench.config
     worker = server.workers()[0]
     wrk_env = {
-        **bench.data.env(),
+        **bench.wrk_env(),
         "BENCH_LUA_DIR": str(LUA_DIR),
         "BENCH_NONCE": f"{bench.nonce}-profile-{time.monotonic_ns()}",
         "BENCH_OUT": str(out.with_suffix(".wrk.json")),
@@ -207,9 +240,7 @@ def record(
     out.with_suffix(".wrk.json").unlink()
     rps = data["requests"] / (data["duration_us"] / 1e6)
     cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
-    profile = Profile(
-        name=f"{server.name} {script}s", rps=rps, cpu_us_per_req=cpu / (rps * elapsed) * 1e6
-    )
+    profile = Profile(name=name, rps=rps, cpu_us_per_req=cpu / (rps * elapsed) * 1e6)
     return analyse(out, profile)
 
 
@@ -268,7 +299,8 @@ def _cell(profile: Profile, count: int) -> str:
 
 
 def run_profile(bench: Bench, results_dir: Path) -> int:
-    """Seed, start both servers, profile sends and pages on each; write profile.md."""
+    """Seed, start both servers, profile sends, pages and the read-your-writes mix on each;
+    write profile.md."""
     config = bench.config
     seconds = float(config.duration_s) if config.duration_s >= 5 else 10.0
     out_dir = results_dir / "profile"
@@ -283,18 +315,30 @@ def run_profile(bench: Bench, results_dir: Path) -> int:
             bench.start_baseline(config.pool_min, config.pool_max) as baseline,
         ):
             bench.warm_up(service, baseline)
-            for server in (service, baseline):
-                for script, env in (("send", {}), ("page", {"BENCH_LIMIT": "50"})):
-                    out = out_dir / f"{server.name}-{script}s.txt"
-                    profile = record(bench, server, script, env=env, out=out, seconds=seconds)
-                    profiles.append(profile)
-                    print(
-                        f"  {profile.name}: {profile.rps:.0f} req/s, "
-                        f"{profile.cpu_us_per_req:.0f} us CPU/req, {profile.samples} samples",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+            # The baseline sends with the token's round trip (`/t`), as the service does.
+            token = {"BENCH_PREFIX": "/t"}
+            runs = [  # each pair back to back: the machine's other load falls on both
+                (service, "service sends", "send", {}),
+                (baseline, "baseline+token sends", "send", token),
+                (service, "service pages", "page", {"BENCH_LIMIT": "50"}),
+                (baseline, "baseline pages", "page", {"BENCH_LIMIT": "50"}),
+                (service, "service ryw", "ryw", {}),
+                (baseline, "baseline ryw", "ryw", token),
+            ]
+            for server, name, script, env in runs:
+                out = out_dir / f"{name.replace(' ', '-').replace('+', '-')}.txt"
+                profile = record(
+                    bench, server, script, name=name, env=env, out=out, seconds=seconds
+                )
+                profiles.append(profile)
+                print(
+                    f"  {profile.name}: {profile.rps:.0f} req/s, "
+                    f"{profile.cpu_us_per_req:.0f} us CPU/req, {profile.samples} samples",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
+        bench.forget_tokens()
         if not config.keep_cluster:
             bench.cluster.destroy()
     code = (

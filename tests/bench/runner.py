@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import secrets
 import sys
@@ -20,14 +21,19 @@ from pathlib import Path
 
 from app.dev.cluster import Node
 from tests.bench import report
+from tests.bench.auth import BenchAuth
 from tests.bench.load import Result, Run, ensure_wrk, run_wrk
 from tests.bench.seed import BenchCluster, DataSet
 from tests.bench.servers import RssSampler, Server, http
 
 DATA_DIR = Path(os.environ.get("BENCH_DATA_DIR") or tempfile.gettempdir()) / "messenger-bench"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-SCENARIOS = ("sends", "pages", "sends_c1000", "lag", "users", "sweep")
+SCENARIOS = ("sends", "pages", "ryw", "sends_c1000", "lag", "users", "sweep")
 PROBE = "/chats/1/messages?limit=1"
+PROBE_USER = 1  # a member of chat 1 (tests/bench/seed.py)
+TOKEN_READS = re.compile(
+    r'^db_consistency_token_reads_total\{served_by="(\w+)"\} ([0-9.e+]+)$', re.MULTILINE
+)
 
 
 def _env(name: str, default: str) -> str:
@@ -109,6 +115,17 @@ class Bench:
         self.data = DataSet()
         self.cluster = BenchCluster(DATA_DIR / "cluster", self.data)
         self.nonce = secrets.token_hex(4)
+        # Access tokens for every seeded user, minted before any load (a client caches its own).
+        self.auth = BenchAuth()
+        self.tokens_path = DATA_DIR / "tokens.txt"
+        self.tokens = self.auth.write_tokens(self.data.users, self.tokens_path)
+
+    def bearer(self, user_id: int) -> dict[str, str]:
+        """The `Authorization` header of `user_id`."""
+        return {"authorization": f"Bearer {self.tokens[user_id - 1]}"}
+
+    def forget_tokens(self) -> None:
+        self.tokens_path.unlink(missing_ok=True)
 
     # -- servers ---------------------------------------------------------------------------
 
@@ -123,6 +140,8 @@ class Bench:
             "DB_POOL_MAX": str(pool_max),
             "DB_REPLICA_POOL_MIN": str(pool_min),
             "DB_REPLICA_POOL_MAX": str(pool_max),
+            "AUTH_JWT_KEYS": self.auth.jwt_keys,
+            "METRICS_TOKEN": self.auth.metrics_token,
         }
 
     def baseline_env(self, pool_min: int, pool_max: int) -> dict[str, str]:
@@ -133,18 +152,19 @@ class Bench:
             "BASELINE_POOL_MAX": str(pool_max),
             "BASELINE_REPLICA_POOL_MIN": str(pool_min),
             "BASELINE_REPLICA_POOL_MAX": str(pool_max),
+            "BASELINE_JWT_KEYS": self.auth.jwt_keys,
         }
 
     def start_service(self, pool_min: int, pool_max: int, *, users: bool = False) -> Server:
         """The service; `users`: in the layout of the original's workload."""
         env = self.service_env(pool_min, pool_max)
         workers, cpus = self._layout(users)
-        return Server.service(env, workers, cpus).start(PROBE)
+        return Server.service(env, workers, cpus).start(PROBE, self.bearer(PROBE_USER))
 
     def start_baseline(self, pool_min: int, pool_max: int, *, users: bool = False) -> Server:
         env = self.baseline_env(pool_min, pool_max)
         workers, cpus = self._layout(users)
-        return Server.baseline(env, workers, cpus).start(PROBE)
+        return Server.baseline(env, workers, cpus).start(PROBE, self.bearer(PROBE_USER))
 
     def _layout(self, users: bool) -> tuple[int, str | None]:
         config = self.config
@@ -170,14 +190,15 @@ class Bench:
         count_sends: bool = False,
         load_cpus: str | None = None,
     ) -> Run:
-        """One wrk run with the server's RSS, CPU and SQL statements measured."""
+        """One wrk run with the server's RSS, CPU and SQL statements measured, and where
+        the service served the reads that carried a consistency token."""
         wrk_env = {
-            **self.data.env(),
+            **self.wrk_env(),
             "BENCH_NONCE": f"{self.nonce}-{time.monotonic_ns()}",
-            "BENCH_THINK_MS": str(self.config.think_ms),
             **(env or {}),
         }
         before = self.max_message_id() if count_sends else 0
+        token_reads = self.token_reads(server)
         self.cluster.reset_statement_stats()
         cpu_server, cpu_pg = server.cpu_seconds(), self.cluster.cpu_seconds()
         with RssSampler(server) as rss:
@@ -192,6 +213,15 @@ class Bench:
             )
         cpu_server = server.cpu_seconds() - cpu_server
         cpu_pg = self.cluster.cpu_seconds() - cpu_pg
+        if token_reads is not None:
+            after = self.token_reads(server) or {}
+            for served_by, count in after.items():
+                counted = count - token_reads.get(served_by, 0)
+                if counted:
+                    run.counts[f"token_reads_{served_by}"] = counted
+        for node, calls in self.cluster.page_reads().items():
+            if calls:
+                run.counts[f"page_reads_{node}"] = calls
         run.rss_total_mb = rss.peak_total / 2**20
         run.rss_worker_mb = rss.peak_worker / 2**20
         statements, exec_ms, by_statement = self.cluster.statement_stats()
@@ -209,6 +239,22 @@ class Bench:
         if count_sends:
             run.extra["sends_per_s"] = (self.max_message_id() - before) / run.duration_s
         return run
+
+    def wrk_env(self) -> dict[str, str]:
+        """What every wrk script reads: the data set, the tokens, the think time."""
+        return {
+            **self.data.env(),
+            "BENCH_TOKENS_FILE": str(self.tokens_path),
+            "BENCH_THINK_MS": str(self.config.think_ms),
+        }
+
+    def token_reads(self, server: Server) -> dict[str, int] | None:
+        """The service's `db_consistency_token_reads_total` by `served_by` (a scrape of
+        `/metrics` with the operator's token); None for the baseline."""
+        if server.name != "service":
+            return None
+        text = http(f"{server.url}/metrics", headers=self.auth.metrics_headers())[2].decode()
+        return {served_by: int(float(n)) for served_by, n in TOKEN_READS.findall(text)}
 
     def interleave(
         self,
@@ -270,7 +316,7 @@ class Bench:
                 baseline = stack.enter_context(
                     self.start_baseline(config.pool_min, config.pool_max)
                 )
-                extra["same_json"] = same_json(service, baseline)
+                extra["same_json"] = same_json(service, baseline, self.bearer(SAME_JSON_USER))
                 self.warm_up(service, baseline)
                 if "sends" in config.scenarios:
                     _log("sends: saturating POST /chats/{id}/messages")
@@ -289,6 +335,25 @@ class Bench:
                         {
                             "service": (service, "page", {"BENCH_LIMIT": "50"}),
                             "baseline": (baseline, "page", {"BENCH_LIMIT": "50"}),
+                        },
+                        connections=config.connections,
+                        duration_s=config.duration_s,
+                    )
+                if "ryw" in config.scenarios:
+                    _log(
+                        "ryw: send, then read the same chat with the send's consistency token"
+                        " (and the same mix without it)"
+                    )
+                    scenarios["ryw"] = self.interleave(
+                        {
+                            "service": (service, "ryw", {}),
+                            "service, no token": (service, "ryw", {"BENCH_RYW_TOKEN": "0"}),
+                            "baseline": (baseline, "ryw", {"BENCH_PREFIX": "/t"}),
+                            "baseline, no token": (
+                                baseline,
+                                "ryw",
+                                {"BENCH_PREFIX": "/t", "BENCH_RYW_TOKEN": "0"},
+                            ),
                         },
                         connections=config.connections,
                         duration_s=config.duration_s,
@@ -316,6 +381,7 @@ class Bench:
                 _log(f"sweep: pool sizes {config.pool_sizes} (min = max, writer and replica)")
                 scenarios.update(self.sweep())
         finally:
+            self.forget_tokens()
             if config.keep_cluster:
                 _log(f"cluster kept under {DATA_DIR / 'cluster'}")
             else:
@@ -347,8 +413,9 @@ class Bench:
         info: dict[str, object] = {}
         try:
             _wait_paused(replica)
-            token, message_id = _send(service.url)
-            body = _get(f"{service.url}/chats/1/messages?limit=5", token)
+            auth = self.bearer(PROBE_USER)
+            token, message_id = _send(service.url, auth)
+            body = _get(f"{service.url}/chats/1/messages?limit=5", auth, token)
             info["read_your_writes"] = f'"id":{message_id},' in body
             results = self.interleave(
                 {
@@ -433,25 +500,29 @@ class Bench:
         return {"sweep_sends": sends, "sweep_pages": pages}
 
 
-def same_json(service: Server, baseline: Server) -> bool:
-    """Whether both servers answer the same page with the same bytes."""
+SAME_JSON_USER = 61  # a member of chat 7 (tests/bench/seed.py)
+
+
+def same_json(service: Server, baseline: Server, auth: dict[str, str]) -> bool:
+    """Whether both servers answer the same page to the same member with the same bytes."""
     path = "/chats/7/messages?limit=20&before=90000"
-    return _get(service.url + path) == _get(baseline.url + path)
+    return _get(service.url + path, auth) == _get(baseline.url + path, auth)
 
 
-def _send(url: str) -> tuple[str, int]:
-    """Send one message through the service; its consistency token and id."""
-    body = json.dumps({"sender_id": 1, "body": "read your writes", "client_msg_id": None})
+def _send(url: str, auth: dict[str, str]) -> tuple[str, int]:
+    """Send one message to chat 1 through the service as `auth`'s user (a member); its
+    consistency token and id."""
+    body = json.dumps({"body": "read your writes", "client_msg_id": None})
     _, headers, answer = http(
         f"{url}/chats/1/messages",
         body=body.encode(),
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", **auth},
     )
     return headers["x-consistency-token"], int(json.loads(answer)["id"])
 
 
-def _get(url: str, token: str | None = None) -> str:
-    headers = {"x-consistency-token": token} if token else {}
+def _get(url: str, auth: dict[str, str], token: str | None = None) -> str:
+    headers = {**auth, "x-consistency-token": token} if token else auth
     return http(url, headers=headers)[2].decode()
 
 

@@ -152,6 +152,18 @@ class BenchCluster:
                 by_statement[key] = by_statement.get(key, 0) + int(node_calls)
         return calls, exec_ms, by_statement
 
+    def page_reads(self) -> dict[str, int]:
+        """Page statements (service's and baseline's keyset query) by node since the last reset:
+        where the reads were served."""
+        reads: dict[str, int] = {}
+        for node in [self.primary, *self.cluster.replicas]:
+            calls = node.psql(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
+                " WHERE query LIKE '%FROM messages WHERE chat_id = $1 AND id < $2%'"
+            )
+            reads[node.name] = int(float(calls or 0))
+        return reads
+
     def cpu_seconds(self) -> float:
         """User + system CPU time of the cluster's live processes."""
         return cpu_seconds(self.processes())

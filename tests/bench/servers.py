@@ -84,8 +84,10 @@ class Server:
         ]  # fmt: skip
         return cls("baseline", command, env)
 
-    def start(self, probe_path: str, timeout_s: float = 60.0) -> Server:
-        """Start and wait until `probe_path` answers 200."""
+    def start(
+        self, probe_path: str, headers: dict[str, str] | None = None, timeout_s: float = 60.0
+    ) -> Server:
+        """Start and wait until `probe_path` answers 200 (to a request with `headers`)."""
         command = [part.replace("{port}", str(self.port)) for part in self._command]
         self.process = subprocess.Popen(
             command,
@@ -100,7 +102,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited:\n{self.logs()[-3000:]}")
             try:
-                if http(self.url + probe_path, timeout_s=2)[0] == 200:
+                if http(self.url + probe_path, headers=headers, timeout_s=2)[0] == 200:
                     return self
             except (urllib.error.URLError, OSError):
                 pass

@@ -1,4 +1,5 @@
--- Saturating pages: GET /chats/{id}/messages?limit=BENCH_LIMIT (default 50), newest or older.
+-- Saturating pages: GET /chats/{id}/messages?limit=BENCH_LIMIT (default 50), newest or older,
+-- each read by a random member of the chat (with that member's access token).
 package.path = os.getenv("BENCH_LUA_DIR") .. "/?.lua;" .. package.path
 local c = require("common")
 local limit = tonumber(os.getenv("BENCH_LIMIT") or "50")

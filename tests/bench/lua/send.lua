@@ -1,4 +1,5 @@
--- Saturating sends: POST /chats/{id}/messages from a random member, with a unique client_msg_id.
+-- Saturating sends: POST /chats/{id}/messages from a random member (with that member's access
+-- token: the sender is the caller), with a unique client_msg_id.
 package.path = os.getenv("BENCH_LUA_DIR") .. "/?.lua;" .. package.path
 local c = require("common")
 setup = c.setup

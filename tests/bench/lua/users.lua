@@ -1,5 +1,6 @@
 -- The original's workload: each connection is a user who thinks ~BENCH_THINK_MS between
--- actions (exponential), then sends (BENCH_SEND_SHARE, default 10%) or reads a page of 20.
+-- actions (exponential), then sends (BENCH_SEND_SHARE, default 10%) or reads a page of 20,
+-- as a random member of the chat with that member's access token.
 package.path = os.getenv("BENCH_LUA_DIR") .. "/?.lua;" .. package.path
 local c = require("common")
 local share = tonumber(os.getenv("BENCH_SEND_SHARE") or "0.1")
