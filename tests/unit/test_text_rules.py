@@ -62,7 +62,8 @@ def test_names_are_normalised_to_nfc_and_measured_after() -> None:
 
 def test_bodies_are_checked_when_decoded() -> None:
     decoded = msgspec.json.decode(
-        b'{"username": "abc", "display_name": "Zoe\xcc\x88"}', type=CreateUser
+        b'{"username": "abc", "password": "long enough", "display_name": "Zoe\xcc\x88"}',
+        type=CreateUser,
     )
     assert decoded.display_name == "Zo\u00eb"
     chat = msgspec.json.decode(b'{"member_ids": [1], "title": "x\\u0301"}', type=CreateChat)
