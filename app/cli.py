@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 from app.config import ConfigError, Settings
 from app.process.multiproc import multiprocess_dir
+from app.process.request_limits import RequestLimits
 from app.redact import redact_text
 
 
@@ -31,17 +32,27 @@ def _settings(environ: Mapping[str, str]) -> Settings:
     return Settings.from_env(environ)
 
 
-def _kill_timeout_s(settings: Settings) -> int:
-    """Room for the drain delay, the slowest in-flight request (pool wait + statement) and
-    then the stop."""
+def _kill_timeout_s(settings: Settings, limits: RequestLimits | None = None) -> int:
+    """Room for the drain delay, the slowest in-flight request (its body, then pool wait +
+    statement; or a connection still sending headers) and then the stop."""
+    limits = limits or RequestLimits()
     pool = settings.writer_pool
-    request_s = pool.timeout_s + pool.statement_timeout_s
+    request_s = max(
+        limits.header_timeout_s, limits.body_timeout_s + pool.timeout_s + pool.statement_timeout_s
+    )
     server = settings.server
     return math.ceil(server.drain_delay_s + request_s + server.shutdown_timeout_s + 1)
 
 
-def granian_command(settings: Settings) -> list[str]:
-    """How granian is started for `settings` (one process per worker, uvloop, no websockets)."""
+def granian_command(settings: Settings, limits: RequestLimits | None = None) -> list[str]:
+    """How granian is started for `settings` (one process per worker, uvloop, no websockets).
+
+    `--backpressure` is set, not left to granian's default (backlog / workers, which changes
+    with WORKERS): each worker holds `WORKER_CONNECTIONS` connections, idle keep-alive ones
+    included. `--http1-header-read-timeout` bounds the headers (and idle keep-alive); the body
+    is bounded in the application (`app.ops.request_deadline`), which granian does not do.
+    """
+    limits = limits or RequestLimits()
     server = settings.server
     return [
         sys.executable, "-m", "granian",
@@ -51,7 +62,9 @@ def granian_command(settings: Settings) -> list[str]:
         "--workers", str(server.workers),
         "--loop", "uvloop",
         "--no-ws",
-        "--workers-kill-timeout", str(_kill_timeout_s(settings)),
+        "--backpressure", str(limits.worker_connections),
+        "--http1-header-read-timeout", str(round(limits.header_timeout_s * 1000)),
+        "--workers-kill-timeout", str(_kill_timeout_s(settings, limits)),
         "app.asgi:app",
     ]  # fmt: skip
 
@@ -59,6 +72,7 @@ def granian_command(settings: Settings) -> list[str]:
 def serve(environ: dict[str, str]) -> int:
     """Validate, prepare the database, then run granian until it exits."""
     settings = _settings(environ)
+    limits = RequestLimits.from_env(environ)
     if not settings.auth.jwt_keys and settings.app_env != "production":
         from app.dev import keys  # development only: production requires AUTH_JWT_KEYS
 
@@ -74,7 +88,7 @@ def serve(environ: dict[str, str]) -> int:
         settings = _settings(environ)
         upgrade(urls["DATABASE_URL"], sslmode=settings.database.sslmode)
     with multiprocess_dir(environ, settings.server.workers):
-        child = subprocess.Popen(granian_command(settings), env=environ)
+        child = subprocess.Popen(granian_command(settings, limits), env=environ)
         # Ctrl-C reaches granian too (same process group); let it drain, then clean up.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))

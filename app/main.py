@@ -27,16 +27,21 @@ from app.ops.health import HealthController
 from app.ops.http_metrics import HttpMetricsMiddleware
 from app.ops.prometheus import MetricsController, MetricsFiles
 from app.ops.readiness import Readiness
+from app.ops.request_deadline import RequestDeadlineMiddleware
 from app.ops.tracing import Tracing
 from app.process.lifecycle import Lifecycle
+from app.process.request_limits import RequestLimits
 
 REQUEST_MAX_BODY_BYTES = 64 * 1024
 
 log = structlog.get_logger("app.main")
 
 
-def create_app(settings: Settings) -> Litestar:
-    """Build the application for `settings` (a `DATABASE_URL` is required by now)."""
+def create_app(settings: Settings, limits: RequestLimits | None = None) -> Litestar:
+    """Build the application for `settings` (a `DATABASE_URL` is required by now) and the
+    request limits (`REQUEST_*_TIMEOUT_S`, `WORKER_CONNECTIONS`; from the environment when
+    not given)."""
+    limits = limits or RequestLimits.from_env()
     configure_logging(settings)
     database = Database(settings)
     readiness = Readiness(database)
@@ -56,7 +61,11 @@ def create_app(settings: Settings) -> Litestar:
             HealthController,
             MetricsController,
         ],
-        middleware=[DefineMiddleware(HttpMetricsMiddleware, lifecycle=lifecycle)],
+        middleware=[
+            DefineMiddleware(HttpMetricsMiddleware, lifecycle=lifecycle),
+            # Inside the metrics: its 408s and 503s are counted, and so is the request.
+            DefineMiddleware(RequestDeadlineMiddleware, lifecycle=lifecycle, limits=limits),
+        ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_consistency_token],

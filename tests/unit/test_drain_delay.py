@@ -51,6 +51,7 @@ def test_sigterm_with_a_delay_stops_through_granians_sigint_callback_later() -> 
 
 def test_kill_timeout_leaves_room_for_the_drain_delay() -> None:
     base = _kill_timeout_s(Settings.from_env({}))
-    assert base == 18  # 2 s pool wait + 5 s statement + 10 s shutdown + 1 s
-    assert _kill_timeout_s(Settings.from_env({"DRAIN_DELAY_S": "2.5"})) == 21
+    # 5 s body + 2 s pool wait + 5 s statement + 10 s shutdown + 1 s
+    assert base == 23
+    assert _kill_timeout_s(Settings.from_env({"DRAIN_DELAY_S": "2.5"})) == 26
     assert Settings.from_env({}).server.drain_delay_s == 0.0

@@ -1,0 +1,143 @@
+"""Bounds on a request's hold on the worker: a deadline on receiving its body, and a number of
+request slots the probes (and the metrics) never compete for.
+
+granian (hyper) bounds the headers (`--http1-header-read-timeout`) but not the body: a client
+that sends `Content-Length: 65000`, one byte, then nothing, held its connection, its request
+slot and its place in the in-flight count for as long as it liked, and a shutdown waited for
+it until granian's kill timeout, so the pools were never closed. Here:
+
+- **The body deadline.** Counted from the moment the request reaches the application (its
+  headers are in), the whole body must arrive within `REQUEST_BODY_TIMEOUT_S`. A read that
+  would pass it raises `RequestBodyTimeout`, which Litestar answers as a 408 problem document
+  (`app.api.problems`) with `Connection: close`; hyper then closes the connection (the rest of
+  the body is never read), which frees granian's connection slot. After the body, reads are
+  not bounded (waiting for `http.disconnect` is not receiving a request).
+- **Request slots.** granian holds at most `WORKER_CONNECTIONS` connections per worker
+  (`--backpressure`); a request beyond `WORKER_CONNECTIONS - PROBE_RESERVE` in flight is
+  answered 503 at once (`Retry-After: 1`, `Connection: close`) instead of taking one of the
+  last connections, except the operator endpoints (`/health`, `/health/ready`,
+  `/health/metrics`, `/metrics`). So while slow clients fill the slots, liveness and
+  readiness still answer, the metrics show it, and other requests fail fast, not hang.
+
+Both are logged at most once per 5 s (with the count held back), never per request: a flood
+of slow clients must not become a flood of log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import msgspec
+import structlog
+from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException
+from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
+from litestar.types.asgi_types import HTTPResponseBodyEvent, HTTPResponseStartEvent
+
+from app.api.problems import PROBLEM_JSON, Problem
+from app.process.lifecycle import Lifecycle
+from app.process.request_limits import OPERATOR_PATHS, RequestLimits
+
+log = structlog.get_logger("app.requests")
+_LOG_EVERY_S = 5.0
+
+
+class RequestBodyTimeout(HTTPException):
+    """The body did not arrive within `REQUEST_BODY_TIMEOUT_S` of the headers."""
+
+    status_code = 408
+
+
+class _Throttled:
+    """One warning per `_LOG_EVERY_S` at most, saying how many were held back."""
+
+    def __init__(self, event: str) -> None:
+        self._event = event
+        self._last = -_LOG_EVERY_S
+        self._held_back = 0
+
+    def __call__(self, **fields: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < _LOG_EVERY_S:
+            self._held_back += 1
+            return
+        log.warning(self._event, held_back=self._held_back, **fields)
+        self._last = now
+        self._held_back = 0
+
+
+class RequestDeadlineMiddleware:
+    """ASGI middleware inside `HttpMetricsMiddleware` (so its 408 and 503 are counted, and
+    the in-flight count includes this request)."""
+
+    def __init__(self, app: ASGIApp, lifecycle: Lifecycle, limits: RequestLimits) -> None:
+        self.app = app
+        self.lifecycle = lifecycle
+        self.limits = limits
+        self._slots = limits.request_slots
+        self._log_timeout = _Throttled("request body not received in time; answered 408")
+        self._log_full = _Throttled("request slots full; answered 503")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if self.lifecycle.in_flight > self._slots and path not in OPERATOR_PATHS:
+            self._log_full(slots=self._slots)
+            await _refuse(send, path)
+            return
+        await self.app(scope, self._bounded(receive, path), send)
+
+    def _bounded(self, receive: Receive, path: str) -> Receive:
+        """`receive`, failing once the body is not complete by the deadline."""
+        timeout_s = self.limits.body_timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        body_done = False
+
+        async def bounded_receive() -> ReceiveMessage:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                self._log_timeout(path=path, timeout_s=timeout_s)
+                raise RequestBodyTimeout(
+                    detail=f"the request body did not arrive within {timeout_s:g} s",
+                    headers={"Connection": "close"},
+                ) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        return bounded_receive
+
+
+async def _refuse(send: Send, path: str) -> None:
+    """503 problem document, sent here (the request never reaches a handler)."""
+    body = msgspec.json.encode(
+        Problem(
+            title="Service Unavailable",
+            status=503,
+            detail="every request slot of this instance is taken; retry after Retry-After",
+            instance=path,
+        )
+    )
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": 503,
+        "headers": [
+            (b"content-type", PROBLEM_JSON.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", b"1"),
+            (b"connection", b"close"),
+        ],
+    }
+    end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+    await send(start)
+    await send(end)

@@ -1,0 +1,76 @@
+"""The request limits: parsed like every setting, and handed to granian deliberately."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.cli import _kill_timeout_s, granian_command
+from app.config import ConfigError, Settings
+from app.process.request_limits import PROBE_RESERVE, RequestLimits
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults() -> None:
+    limits = RequestLimits.from_env({})
+    assert limits == RequestLimits(header_timeout_s=10.0, body_timeout_s=5.0)
+    assert limits.worker_connections == 1024
+    assert limits.request_slots == 1024 - PROBE_RESERVE
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("REQUEST_BODY_TIMEOUT_S", "soon"),
+        ("REQUEST_BODY_TIMEOUT_S", "0"),
+        ("REQUEST_BODY_TIMEOUT_S", "nan"),
+        ("REQUEST_HEADER_TIMEOUT_S", "61"),  # granian takes at most 60 000 ms
+        ("WORKER_CONNECTIONS", "16"),  # no slot left beside the probes' reserve
+        ("WORKER_CONNECTIONS", "many"),
+    ],
+)
+def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        RequestLimits.from_env({name: value})
+    assert caught.value.variable == name
+
+
+def _flag(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+def test_granian_gets_backpressure_and_header_timeout_per_worker() -> None:
+    limits = RequestLimits.from_env({"WORKER_CONNECTIONS": "256", "REQUEST_HEADER_TIMEOUT_S": "7"})
+    command = granian_command(Settings.from_env({"WORKERS": "2"}), limits)
+    assert _flag(command, "--backpressure") == "256"  # per worker, whatever WORKERS is
+    assert _flag(command, "--http1-header-read-timeout") == "7000"
+
+
+def test_the_kill_timeout_leaves_room_for_a_slow_body_or_slow_headers() -> None:
+    settings = Settings.from_env({})
+    # body 5 + pool wait 2 + statement 5, then shutdown 10, + 1
+    assert _kill_timeout_s(settings, RequestLimits()) == 23
+    slow_headers = RequestLimits(header_timeout_s=60.0)
+    assert _kill_timeout_s(settings, slow_headers) == 60 + 10 + 1
+
+
+def test_serve_refuses_a_bad_limit_in_one_line() -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "serve"],
+        cwd=ROOT,
+        env={**clean, "REQUEST_BODY_TIMEOUT_S": "forever"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: REQUEST_BODY_TIMEOUT_S: expected a number, got 'forever'"
+    ]
