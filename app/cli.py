@@ -19,7 +19,6 @@ from collections.abc import Mapping
 
 from app.config import ConfigError, Settings
 from app.process.multiproc import multiprocess_dir
-from app.process.request_limits import RequestLimits
 from app.redact import redact_text
 
 
@@ -32,10 +31,10 @@ def _settings(environ: Mapping[str, str]) -> Settings:
     return Settings.from_env(environ)
 
 
-def _kill_timeout_s(settings: Settings, limits: RequestLimits | None = None) -> int:
+def _kill_timeout_s(settings: Settings) -> int:
     """Room for the drain delay, the slowest in-flight request (its body, then pool wait +
     statement; or a connection still sending headers) and then the stop."""
-    limits = limits or RequestLimits()
+    limits = settings.requests
     pool = settings.writer_pool
     request_s = max(
         limits.header_timeout_s, limits.body_timeout_s + pool.timeout_s + pool.statement_timeout_s
@@ -44,7 +43,7 @@ def _kill_timeout_s(settings: Settings, limits: RequestLimits | None = None) -> 
     return math.ceil(server.drain_delay_s + request_s + server.shutdown_timeout_s + 1)
 
 
-def granian_command(settings: Settings, limits: RequestLimits | None = None) -> list[str]:
+def granian_command(settings: Settings) -> list[str]:
     """How granian is started for `settings` (one process per worker, uvloop, no websockets).
 
     `--backpressure` is set, not left to granian's default (backlog / workers, which changes
@@ -52,7 +51,7 @@ def granian_command(settings: Settings, limits: RequestLimits | None = None) -> 
     included. `--http1-header-read-timeout` bounds the headers (and idle keep-alive); the body
     is bounded in the application (`app.ops.request_deadline`), which granian does not do.
     """
-    limits = limits or RequestLimits()
+    limits = settings.requests
     server = settings.server
     return [
         sys.executable, "-m", "granian",
@@ -64,7 +63,7 @@ def granian_command(settings: Settings, limits: RequestLimits | None = None) -> 
         "--no-ws",
         "--backpressure", str(limits.worker_connections),
         "--http1-header-read-timeout", str(round(limits.header_timeout_s * 1000)),
-        "--workers-kill-timeout", str(_kill_timeout_s(settings, limits)),
+        "--workers-kill-timeout", str(_kill_timeout_s(settings)),
         "app.asgi:app",
     ]  # fmt: skip
 
@@ -72,7 +71,6 @@ def granian_command(settings: Settings, limits: RequestLimits | None = None) -> 
 def serve(environ: dict[str, str]) -> int:
     """Validate, prepare the database, then run granian until it exits."""
     settings = _settings(environ)
-    limits = RequestLimits.from_env(environ)
     if not settings.auth.jwt_keys and settings.app_env != "production":
         from app.dev import keys  # development only: production requires AUTH_JWT_KEYS
 
@@ -88,7 +86,7 @@ def serve(environ: dict[str, str]) -> int:
         settings = _settings(environ)
         upgrade(urls["DATABASE_URL"], sslmode=settings.database.sslmode)
     with multiprocess_dir(environ, settings.server.workers):
-        child = subprocess.Popen(granian_command(settings, limits), env=environ)
+        child = subprocess.Popen(granian_command(settings), env=environ)
         # Ctrl-C reaches granian too (same process group); let it drain, then clean up.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))

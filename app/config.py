@@ -124,6 +124,31 @@ class ServerSettings:
     take it out of rotation (`DRAIN_DELAY_S`; 0 stops accepting at once)."""
 
 
+PROBE_RESERVE = 16
+"""Connections per worker that only the operator endpoints may use (probes, metrics)."""
+_MAX_HEADER_TIMEOUT_S = 60.0  # granian's bound on --http1-header-read-timeout
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """How long a worker waits for a request and how many it holds (granian's flags and the
+    request deadline middleware, `app.ops.request_deadline`)."""
+
+    header_timeout_s: float = 10.0
+    """Time to receive a request's headers; also the idle keep-alive limit
+    (`REQUEST_HEADER_TIMEOUT_S`, granian's `--http1-header-read-timeout`)."""
+    body_timeout_s: float = 5.0
+    """Time from the headers to the end of the body; then 408 (`REQUEST_BODY_TIMEOUT_S`)."""
+    worker_connections: int = 1024
+    """Connections a worker holds at once, idle keep-alive ones included
+    (`WORKER_CONNECTIONS`, granian's `--backpressure`)."""
+
+    @property
+    def request_slots(self) -> int:
+        """Requests a worker serves at once besides the operator endpoints."""
+        return self.worker_connections - PROBE_RESERVE
+
+
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
     """Accounts, tokens, login limits, and who may read the operator endpoints."""
@@ -203,6 +228,8 @@ class Settings:
     """Redis: checked by readiness, and shared login limits (`REDIS_URL`)."""
     auth: AuthSettings = field(default_factory=AuthSettings)
     """Authentication and the operator endpoints' protection."""
+    requests: RequestLimits = field(default_factory=RequestLimits)
+    """Bounds on receiving requests, per worker."""
     tracing: TracingSettings = field(default_factory=TracingSettings)
     """OpenTelemetry traces (off unless `OTEL_*` variables ask for them)."""
 
@@ -234,6 +261,17 @@ class Settings:
             redis_url=reader.url("REDIS_URL", schemes=("redis", "rediss", "unix")),
             auth=_auth(reader, app_env),
             tracing=_tracing(reader),
+            requests=RequestLimits(
+                header_timeout_s=reader.number(
+                    "REQUEST_HEADER_TIMEOUT_S", 10.0, minimum=1.0, maximum=_MAX_HEADER_TIMEOUT_S
+                ),
+                body_timeout_s=reader.number(
+                    "REQUEST_BODY_TIMEOUT_S", 5.0, minimum=0.1, maximum=600.0
+                ),
+                worker_connections=reader.integer(
+                    "WORKER_CONNECTIONS", 1024, minimum=2 * PROBE_RESERVE, maximum=65536
+                ),
+            ),
         )
 
 
@@ -404,7 +442,14 @@ class _Reader:
         """A whole number of milliseconds (the documented unit), returned in seconds."""
         return self.integer(name, default, minimum=minimum) / 1000
 
-    def number(self, name: str, default: float, *, minimum: float | None = None) -> float:
+    def number(
+        self,
+        name: str,
+        default: float,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> float:
         raw = self._raw(name)
         if raw is None:
             return default
@@ -414,7 +459,7 @@ class _Reader:
             raise ConfigError(name, f"expected a number, got {raw[:20]!r}") from None
         if not math.isfinite(value):
             raise ConfigError(name, "expected a finite number")
-        _check_range(name, value, minimum, None)
+        _check_range(name, value, minimum, maximum)
         return value
 
     def boolean(self, name: str, *, default: bool) -> bool:

@@ -30,18 +30,14 @@ from app.ops.readiness import Readiness
 from app.ops.request_deadline import RequestDeadlineMiddleware
 from app.ops.tracing import Tracing
 from app.process.lifecycle import Lifecycle
-from app.process.request_limits import RequestLimits
 
 REQUEST_MAX_BODY_BYTES = 64 * 1024
 
 log = structlog.get_logger("app.main")
 
 
-def create_app(settings: Settings, limits: RequestLimits | None = None) -> Litestar:
-    """Build the application for `settings` (a `DATABASE_URL` is required by now) and the
-    request limits (`REQUEST_*_TIMEOUT_S`, `WORKER_CONNECTIONS`; from the environment when
-    not given)."""
-    limits = limits or RequestLimits.from_env()
+def create_app(settings: Settings) -> Litestar:
+    """Build the application for `settings` (a `DATABASE_URL` is required by now)."""
     configure_logging(settings)
     database = Database(settings)
     readiness = Readiness(database)
@@ -64,7 +60,9 @@ def create_app(settings: Settings, limits: RequestLimits | None = None) -> Lites
         middleware=[
             DefineMiddleware(HttpMetricsMiddleware, lifecycle=lifecycle),
             # Inside the metrics: its 408s and 503s are counted, and so is the request.
-            DefineMiddleware(RequestDeadlineMiddleware, lifecycle=lifecycle, limits=limits),
+            DefineMiddleware(
+                RequestDeadlineMiddleware, lifecycle=lifecycle, limits=settings.requests
+            ),
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

@@ -37,10 +37,12 @@ from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 from litestar.types.asgi_types import HTTPResponseBodyEvent, HTTPResponseStartEvent
 
 from app.api.problems import PROBLEM_JSON, Problem
+from app.config import RequestLimits
 from app.process.lifecycle import Lifecycle
-from app.process.request_limits import OPERATOR_PATHS, RequestLimits
 
 log = structlog.get_logger("app.requests")
+OPERATOR_PATHS = frozenset({"/health", "/health/ready", "/health/metrics", "/metrics"})
+"""Never refused for want of a slot: each answers at once, without reading a body."""
 _LOG_EVERY_S = 5.0
 
 

@@ -13,9 +13,9 @@ from litestar.middleware import DefineMiddleware
 from litestar.params import JSONBody
 
 from app.api.problems import EXCEPTION_HANDLERS
+from app.config import RequestLimits
 from app.ops.request_deadline import RequestDeadlineMiddleware
 from app.process.lifecycle import Lifecycle
-from app.process.request_limits import RequestLimits
 
 
 @post("/echo")

@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 
 from app.cli import _kill_timeout_s, granian_command
-from app.config import ConfigError, Settings
-from app.process.request_limits import PROBE_RESERVE, RequestLimits
+from app.config import PROBE_RESERVE, ConfigError, RequestLimits, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults() -> None:
-    limits = RequestLimits.from_env({})
+    limits = Settings.from_env({}).requests
     assert limits == RequestLimits(header_timeout_s=10.0, body_timeout_s=5.0)
     assert limits.worker_connections == 1024
     assert limits.request_slots == 1024 - PROBE_RESERVE
@@ -36,7 +35,7 @@ def test_defaults() -> None:
 )
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        RequestLimits.from_env({name: value})
+        Settings.from_env({name: value})
     assert caught.value.variable == name
 
 
@@ -45,18 +44,19 @@ def _flag(command: list[str], flag: str) -> str:
 
 
 def test_granian_gets_backpressure_and_header_timeout_per_worker() -> None:
-    limits = RequestLimits.from_env({"WORKER_CONNECTIONS": "256", "REQUEST_HEADER_TIMEOUT_S": "7"})
-    command = granian_command(Settings.from_env({"WORKERS": "2"}), limits)
+    settings = Settings.from_env(
+        {"WORKER_CONNECTIONS": "256", "REQUEST_HEADER_TIMEOUT_S": "7", "WORKERS": "2"}
+    )
+    command = granian_command(settings)
     assert _flag(command, "--backpressure") == "256"  # per worker, whatever WORKERS is
     assert _flag(command, "--http1-header-read-timeout") == "7000"
 
 
 def test_the_kill_timeout_leaves_room_for_a_slow_body_or_slow_headers() -> None:
-    settings = Settings.from_env({})
     # body 5 + pool wait 2 + statement 5, then shutdown 10, + 1
-    assert _kill_timeout_s(settings, RequestLimits()) == 23
-    slow_headers = RequestLimits(header_timeout_s=60.0)
-    assert _kill_timeout_s(settings, slow_headers) == 60 + 10 + 1
+    assert _kill_timeout_s(Settings.from_env({})) == 23
+    slow_headers = Settings.from_env({"REQUEST_HEADER_TIMEOUT_S": "60"})
+    assert _kill_timeout_s(slow_headers) == 60 + 10 + 1
 
 
 def test_serve_refuses_a_bad_limit_in_one_line() -> None:
