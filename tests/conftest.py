@@ -12,7 +12,7 @@ from litestar.testing import TestClient
 
 from app.config import Settings
 from app.schema.migrate import upgrade
-from tests.support.api import make_client
+from tests.support.api import Account, make_client, register
 from tests.support.cluster import (
     TestDatabase,
     fresh_cluster,
@@ -44,6 +44,18 @@ def settings(database: TestDatabase) -> Settings:
 def client(database: TestDatabase) -> Iterator[TestClient[Litestar]]:
     with make_client(database) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="module")
+def alice(client: TestClient[Litestar]) -> Account:
+    """A user of the module's client who has logged in (one registration per module)."""
+    return register(client)
+
+
+@pytest.fixture(scope="module")
+def bob(client: TestClient[Litestar]) -> Account:
+    """Another user of the module's client who has logged in."""
+    return register(client)
 
 
 @pytest.fixture

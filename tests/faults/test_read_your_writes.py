@@ -18,7 +18,7 @@ from litestar.testing import TestClient
 
 from app.db.database import Database
 from app.db.lsn import parse_lsn
-from tests.support.api import create_chat, create_user, make_client
+from tests.support.api import Account, create_chat, make_client, register, send
 from tests.support.cluster import TestDatabase, fetchval, wait_until
 from tests.support.faults import replay_paused
 
@@ -32,16 +32,18 @@ def client(database: TestDatabase) -> Iterator[TestClient[Litestar]]:
     database.wait_replicas()
 
 
-def _send(client: TestClient[Litestar], chat_id: int, sender_id: int, body: str) -> httpx.Response:
-    response = client.post(
-        f"/chats/{chat_id}/messages", json={"sender_id": sender_id, "body": body}
-    )
+def _send(client: TestClient[Litestar], sender: Account, chat_id: int, body: str) -> httpx.Response:
+    response = send(client, sender, chat_id, body)
     assert response.status_code == 201, response.text
     return response
 
 
-def _bodies(client: TestClient[Litestar], chat_id: int, token: str | None = None) -> list[str]:
-    headers = {"X-Consistency-Token": token} if token else {}
+def _bodies(
+    client: TestClient[Litestar], reader: Account, chat_id: int, write: httpx.Response | None
+) -> list[str]:
+    """The chat's message bodies as `reader` reads them: after `write` (its token), or
+    without a token when it is None."""
+    headers = reader.headers if write is None else reader.after(write)
     response = client.get(f"/chats/{chat_id}/messages", headers=headers)
     assert response.status_code == 200, response.text
     return [item["body"] for item in response.json()["items"]]
@@ -62,41 +64,43 @@ def test_a_token_read_sees_the_write_that_a_stale_replica_lacks(
     client: TestClient[Litestar],
     database: TestDatabase,
 ) -> None:
-    a = create_user(client)
-    chat = create_chat(client, [a["id"]])
-    first = _send(client, chat["id"], a["id"], "before the pause")
+    a = register(client)
+    chat = create_chat(client, a)
+    first = _send(client, a, chat["id"], "before the pause")
     token1 = first.headers["x-consistency-token"]
     database.wait_replicas()
     _monitor_sees(client, token1)
 
     with replay_paused(database.replica_urls):
-        second = _send(client, chat["id"], a["id"], "after the pause")
+        second = _send(client, a, chat["id"], "after the pause")
         token2 = second.headers["x-consistency-token"]
         assert parse_lsn(token2) > parse_lsn(token1)
         # Without a token: a replica, which has not replayed the second send.
-        assert _bodies(client, chat["id"]) == ["before the pause"]
+        assert _bodies(client, a, chat["id"], None) == ["before the pause"]
         # With the token of the second send: no replica qualifies, so the primary answers.
-        assert _bodies(client, chat["id"], token2) == ["after the pause", "before the pause"]
+        assert _bodies(client, a, chat["id"], second) == ["after the pause", "before the pause"]
         # With the older token a replica qualifies and serves (its view is stale but
         # consistent with what that client wrote).
-        assert _bodies(client, chat["id"], token1) == ["before the pause"]
+        assert _bodies(client, a, chat["id"], first) == ["before the pause"]
 
     # After resume the replicas replay past token2 and serve token2 reads again: pause once
     # more and write a third message, which only the primary has.
     database.wait_replicas()
     _monitor_sees(client, token2)
     with replay_paused(database.replica_urls):
-        _send(client, chat["id"], a["id"], "third")
-        assert _bodies(client, chat["id"], token2) == ["after the pause", "before the pause"]
+        _send(client, a, chat["id"], "third")
+        assert _bodies(client, a, chat["id"], second) == ["after the pause", "before the pause"]
 
 
 def test_every_write_answers_with_a_token_and_reads_do_not(client: TestClient[Litestar]) -> None:
-    user = create_user(client)
-    response = client.put(f"/users/{user['id']}/status", json={"status": "away"})
+    user = register(client)
+    response = client.put(f"/users/{user.id}/status", json={"status": "away"}, headers=user.headers)
     assert response.status_code == 200
     token = response.headers["x-consistency-token"]
     assert parse_lsn(token) > 0
-    assert "x-consistency-token" not in client.get(f"/users/{user['id']}").headers
+    assert (
+        "x-consistency-token" not in client.get(f"/users/{user.id}", headers=user.headers).headers
+    )
     position = fetchval(client.app.state.settings.database.url, "SELECT pg_current_wal_lsn()::text")
     assert parse_lsn(position) >= parse_lsn(token)
 
@@ -130,34 +134,24 @@ def test_reads_go_to_a_replica_and_tokens_to_the_primary(
     tolerant_client: TestClient[Litestar],
 ) -> None:
     client = tolerant_client
-    response = client.post("/users", json={"username": f"r_{uuid.uuid4().hex[:12]}"})
-    assert response.status_code == 201
-    user = response.json()
+    user = register(client)  # the login, on the primary, needs no replica
     # Without the token the read goes to a replica, which has not replayed the insert.
-    assert client.get(f"/users/{user['id']}").status_code == 404
+    assert client.get(f"/users/{user.id}", headers=user.headers).status_code == 404
     # With it, no replica qualifies, so the primary answers.
-    token = response.headers["x-consistency-token"]
-    found = client.get(f"/users/{user['id']}", headers={"X-Consistency-Token": token})
+    found = client.get(f"/users/{user.id}", headers=user.after())
     assert found.status_code == 200
-    assert found.json() == user
+    assert found.json() == user.user
 
 
 def test_replica_serves_reads_once_it_has_replayed(
     tolerant_client: TestClient[Litestar], database: TestDatabase
 ) -> None:
-    response = tolerant_client.post("/users", json={"username": f"r_{uuid.uuid4().hex[:12]}"})
-    user = response.json()
-    token = response.headers["x-consistency-token"]
+    user = register(tolerant_client)
     database.wait_replicas()
     # The monitor learns the replicas' replay position within its interval; then the token no
     # longer forces the primary, and a paused-free replica serves the read.
     wait_until(
-        lambda: (
-            tolerant_client.get(
-                f"/users/{user['id']}", headers={"X-Consistency-Token": token}
-            ).status_code
-            == 200
-        ),
+        lambda: tolerant_client.get(f"/users/{user.id}", headers=user.after()).status_code == 200,
         10,
         "token read served",
     )
@@ -167,19 +161,18 @@ def test_read_after_write_in_one_request_goes_to_the_primary(
     tolerant_client: TestClient[Litestar], database: TestDatabase
 ) -> None:
     client = tolerant_client
-    a = create_user(client)
-    chat = create_chat(client, [a["id"]])
+    a = register(client)
+    chat = create_chat(client, a)
     database.wait_replicas()
     for url in database.replica_urls:
         fetchval(url, "SELECT pg_wal_replay_pause()")
     try:
         key = uuid.uuid4().hex
-        body = {"sender_id": a["id"], "body": "hi", "client_msg_id": key}
-        first = client.post(f"/chats/{chat['id']}/messages", json=body)
+        first = send(client, a, chat["id"], "hi", client_msg_id=key)
         assert first.status_code == 201
         # The repeat inserts nothing, then looks the stored message up in the same request:
         # only the primary has it, so a 200 with it proves the lookup went there.
-        again = client.post(f"/chats/{chat['id']}/messages", json=body)
+        again = send(client, a, chat["id"], "hi", client_msg_id=key)
         assert again.status_code == 200
         assert again.json() == first.json()
     finally:

@@ -19,7 +19,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from app.dev.cluster import EmbeddedCluster, Node
-from tests.support.api import create_user, make_client
+from tests.support.api import make_client, register
 from tests.support.cluster import TestDatabase, embedded, paused, wait_until
 from tests.support.redis_server import redis_server
 
@@ -51,7 +51,7 @@ def statuses(response: httpx.Response) -> dict[str, str]:
 def test_replica_stopped_is_warn_and_reads_still_succeed(database: TestDatabase) -> None:
     cluster = embedded(database)
     with make_client(database) as client:
-        user = create_user(client)
+        user = register(client)
         with stopped(cluster, cluster.replicas[1]):
             elapsed, response = timed_ready(client, verbose="true")
             assert response.status_code == 200, response.text
@@ -64,7 +64,7 @@ def test_replica_stopped_is_warn_and_reads_still_succeed(database: TestDatabase)
             assert response.json()["checks"]["postgres:replica-1"][0]["output"].startswith("error")
             assert elapsed < READY_DEADLINE_S
             for _ in range(10):  # rotation would reach the stopped replica: reads fail over
-                response = client.get(f"/users/{user['id']}")
+                response = client.get(f"/users/{user.id}", headers=user.headers)
                 assert response.status_code == 200, response.text
         wait_until(
             lambda: client.get("/health/ready").json()["status"] == "pass",

@@ -22,12 +22,11 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from app.security.tokens import ALGORITHM, ISSUER, AccessTokens
-from tests.support.api import make_client
+from tests.support.api import PASSWORD, bearer, create_user, log_in, make_client, register
 from tests.support.cluster import TestDatabase, fetchval
 
 KEY = b"k" * 32
 KEYS = "test-1:" + base64.urlsafe_b64encode(KEY).decode().rstrip("=")
-PASSWORD = "correct horse battery"
 ENV = {"AUTH_JWT_KEYS": KEYS, "AUTH_LOGIN_LIMIT_PER_ADDRESS": "10000"}
 # The module's client counts logins generously; the brute-force test sets its own limit.
 API_ENV = {**ENV, "AUTH_LOGIN_LIMIT_PER_USERNAME": "1000"}
@@ -39,32 +38,9 @@ def api(database: TestDatabase) -> Iterator[TestClient[Litestar]]:
         yield client
 
 
-def _register(client: TestClient[Litestar], password: str = PASSWORD) -> dict[str, Any]:
-    username = f"a_{uuid.uuid4().hex[:12]}"
-    response = client.post("/users", json={"username": username, "password": password})
-    assert response.status_code == 201, response.text
-    assert password not in response.text
-    return {**response.json(), "password": password}
-
-
-def _login(client: TestClient[Litestar], user: dict[str, Any]) -> dict[str, Any]:
-    response = client.post(
-        "/auth/token", json={"username": user["username"], "password": user["password"]}
-    )
-    assert response.status_code == 200, response.text
-    pair = response.json()
-    assert pair["token_type"] == "bearer"
-    assert pair["expires_in"] > 0
-    return dict(pair)
-
-
-def _bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def _signed_in(client: TestClient[Litestar]) -> tuple[dict[str, Any], dict[str, str]]:
-    user = _register(client)
-    return user, _bearer(_login(client, user)["access_token"])
+def _login(client: TestClient[Litestar], username: str) -> dict[str, Any]:
+    """Another login of `username` (its password is `PASSWORD`): the new token pair."""
+    return dict(log_in(client, username, PASSWORD).json())
 
 
 def _assert_unauthorized(response: httpx.Response, *, invalid_token: bool) -> None:
@@ -78,7 +54,7 @@ def _assert_unauthorized(response: httpx.Response, *, invalid_token: bool) -> No
 def test_registration_is_open_and_every_other_route_needs_a_token(
     api: TestClient[Litestar],
 ) -> None:
-    user = _register(api)
+    user = create_user(api)
     for method, path in [
         ("GET", "/users"),
         ("GET", f"/users/{user['id']}"),
@@ -90,6 +66,9 @@ def test_registration_is_open_and_every_other_route_needs_a_token(
         ("POST", "/chats/1/messages"),
     ]:
         _assert_unauthorized(api.request(method, path, json={}), invalid_token=False)
+    # HEAD too (Litestar's JWT middleware lets HEAD through unless told otherwise).
+    for path in ("/users", f"/users/{user['id']}", f"/users/{user['id']}/chats", "/chats/1"):
+        _assert_unauthorized(api.head(path), invalid_token=False)
 
 
 @pytest.mark.parametrize(
@@ -112,14 +91,18 @@ def _claims(user_id: int, **changes: Any) -> dict[str, Any]:
 def test_expired_tampered_wrong_key_unknown_kid_and_alg_none_are_refused(
     api: TestClient[Litestar],
 ) -> None:
-    user = _register(api)
+    user = create_user(api)
     past = datetime.now(UTC) - timedelta(hours=1)
     expired = AccessTokens({"test-1": KEY}, "test-1", ttl_s=60).issue(user["id"], now=past)
     good = AccessTokens({"test-1": KEY}, "test-1", ttl_s=60).issue(user["id"])
     header, payload, signature = good.split(".")
-    forged_payload = base64.urlsafe_b64encode(
-        json.dumps(_claims(user["id"] + 1, iat=0, exp=4102444800)).encode()
-    ).decode().rstrip("=")
+    forged_payload = (
+        base64.urlsafe_b64encode(
+            json.dumps(_claims(user["id"] + 1, iat=0, exp=4102444800)).encode()
+        )
+        .decode()
+        .rstrip("=")
+    )
     tampered = f"{header}.{forged_payload}.{signature}"
     wrong_key = jwt.encode(_claims(user["id"]), b"w" * 32, ALGORITHM, headers={"kid": "test-1"})
     unknown_kid = jwt.encode(_claims(user["id"]), KEY, ALGORITHM, headers={"kid": "other"})
@@ -131,39 +114,38 @@ def test_expired_tampered_wrong_key_unknown_kid_and_alg_none_are_refused(
         ALGORITHM,
         headers={"kid": "test-1"},
     )
-    assert api.get("/users", headers=_bearer(good)).status_code == 200
+    assert api.get("/users", headers=bearer(good)).status_code == 200
     for token in (expired, tampered, wrong_key, unknown_kid, alg_none, no_issuer):
-        _assert_unauthorized(api.get("/users", headers=_bearer(token)), invalid_token=True)
+        _assert_unauthorized(api.get("/users", headers=bearer(token)), invalid_token=True)
 
 
 def test_a_deleted_users_token_reaches_nothing_and_cannot_be_refreshed(
     api: TestClient[Litestar], database: TestDatabase
 ) -> None:
-    user = _register(api)
-    pair = _login(api, user)
-    fetchval(database.primary_url, "DELETE FROM users WHERE id = $1", user["id"])
+    user = register(api)
+    fetchval(database.primary_url, "DELETE FROM users WHERE id = $1", user.id)
     database.wait_replicas()
-    headers = _bearer(pair["access_token"])
-    assert api.get(f"/users/{user['id']}/chats", headers=headers).status_code == 404
+    headers = user.headers
+    assert api.get(f"/users/{user.id}/chats", headers=headers).status_code == 404
     assert api.post("/chats", json={"member_ids": []}, headers=headers).status_code == 404
-    status = api.put(f"/users/{user['id']}/status", json={"status": "away"}, headers=headers)
+    status = api.put(f"/users/{user.id}/status", json={"status": "away"}, headers=headers)
     assert status.status_code == 404
-    refreshed = api.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    refreshed = api.post("/auth/refresh", json={"refresh_token": user.refresh_token})
     _assert_unauthorized(refreshed, invalid_token=True)
 
 
 def test_users_reach_only_their_own_chats_status_and_chat_list(
     api: TestClient[Litestar],
 ) -> None:
-    alice, as_alice = _signed_in(api)
-    bob, as_bob = _signed_in(api)
+    alice, bob = register(api), register(api)
+    as_alice, as_bob = alice.headers, bob.headers
     chat = api.post("/chats", json={"member_ids": [], "title": "alice's"}, headers=as_alice)
     assert chat.status_code == 201, chat.text
     chat_id = chat.json()["id"]
-    assert chat.json()["member_ids"] == [alice["id"]], "a new chat includes its creator"
+    assert chat.json()["member_ids"] == [alice.id], "a new chat includes its creator"
     sent = api.post(f"/chats/{chat_id}/messages", json={"body": "hi"}, headers=as_alice)
     assert sent.status_code == 201, sent.text
-    assert sent.json()["sender_id"] == alice["id"], "the sender is the caller"
+    assert sent.json()["sender_id"] == alice.id, "the sender is the caller"
     # A non-member cannot tell the chat exists.
     for method, path, body in [
         ("GET", f"/chats/{chat_id}", None),
@@ -178,17 +160,17 @@ def test_users_reach_only_their_own_chats_status_and_chat_list(
         same = missing.json()["detail"].replace("999999999", str(chat_id))
         assert same == response.json()["detail"], "no probing chat ids"
     forbidden = [
-        api.put(f"/users/{alice['id']}/status", json={"status": "away"}, headers=as_bob),
-        api.get(f"/users/{alice['id']}/chats", headers=as_bob),
+        api.put(f"/users/{alice.id}/status", json={"status": "away"}, headers=as_bob),
+        api.get(f"/users/{alice.id}/chats", headers=as_bob),
     ]
     for response in forbidden:
         assert response.status_code == 403, response.text
         assert "insufficient_scope" in response.headers["www-authenticate"]
-    own = api.put(f"/users/{bob['id']}/status", json={"status": "away"}, headers=as_bob)
+    own = api.put(f"/users/{bob.id}/status", json={"status": "away"}, headers=as_bob)
     assert own.status_code == 200
     # A sender id in the body is not accepted: the sender is the caller.
     spoof = api.post(
-        f"/chats/{chat_id}/messages", json={"body": "x", "sender_id": bob["id"]}, headers=as_alice
+        f"/chats/{chat_id}/messages", json={"body": "x", "sender_id": bob.id}, headers=as_alice
     )
     assert spoof.status_code == 400
 
@@ -196,34 +178,36 @@ def test_users_reach_only_their_own_chats_status_and_chat_list(
 def test_a_refresh_token_is_single_use_and_reuse_revokes_the_family(
     api: TestClient[Litestar],
 ) -> None:
-    user = _register(api)
-    first = _login(api, user)
-    second = api.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    user = register(api)
+    first = user.refresh_token  # of the login that registering ended with
+    second = api.post("/auth/refresh", json={"refresh_token": first})
     assert second.status_code == 200, second.text
-    assert second.json()["refresh_token"] != first["refresh_token"]
-    reused = api.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert second.json()["refresh_token"] != first
+    reused = api.post("/auth/refresh", json={"refresh_token": first})
     _assert_unauthorized(reused, invalid_token=True)
     # The thief's reuse revoked the owner's newer token too.
     newer = api.post("/auth/refresh", json={"refresh_token": second.json()["refresh_token"]})
     _assert_unauthorized(newer, invalid_token=True)
     # Another login starts a new family.
-    assert api.post(
-        "/auth/refresh", json={"refresh_token": _login(api, user)["refresh_token"]}
-    ).status_code == 200
+    assert (
+        api.post(
+            "/auth/refresh", json={"refresh_token": _login(api, user.username)["refresh_token"]}
+        ).status_code
+        == 200
+    )
 
 
 def test_logout_revokes_the_family(api: TestClient[Litestar]) -> None:
-    user = _register(api)
-    pair = _login(api, user)
-    assert api.post("/auth/logout", json={"refresh_token": pair["refresh_token"]}).status_code == 204
-    after = api.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    refresh_token = register(api).refresh_token
+    assert api.post("/auth/logout", json={"refresh_token": refresh_token}).status_code == 204
+    after = api.post("/auth/refresh", json={"refresh_token": refresh_token})
     _assert_unauthorized(after, invalid_token=True)
     unknown = api.post("/auth/logout", json={"refresh_token": "never-issued"})
     assert unknown.status_code == 204, "logout reveals nothing"
 
 
 def test_wrong_username_and_wrong_password_answer_the_same(api: TestClient[Litestar]) -> None:
-    user = _register(api)
+    user = create_user(api)
     wrong_password = api.post(
         "/auth/token", json={"username": user["username"], "password": "not the password"}
     )
@@ -238,7 +222,7 @@ def test_wrong_username_and_wrong_password_answer_the_same(api: TestClient[Lites
 def test_login_timing_does_not_reveal_which_usernames_exist(api: TestClient[Litestar]) -> None:
     """Medians of 25 logins each, interleaved: an unknown username costs the same hash check
     as a wrong password for a known one (within 25%, far below the 25 ms a check takes)."""
-    user = _register(api)
+    user = create_user(api)
     unknown = "ghost_" + uuid.uuid4().hex[:8]
     known_s: list[float] = []
     unknown_s: list[float] = []
@@ -254,7 +238,7 @@ def test_login_timing_does_not_reveal_which_usernames_exist(api: TestClient[Lite
 
 def test_brute_force_is_limited_per_username(database: TestDatabase) -> None:
     with make_client(database, **ENV, AUTH_LOGIN_LIMIT_PER_USERNAME="3") as client:
-        user = _register(client)
+        user = create_user(client)
         statuses = [
             client.post(
                 "/auth/token", json={"username": user["username"], "password": f"guess-{i}xx"}
@@ -275,11 +259,15 @@ def test_brute_force_is_limited_per_username(database: TestDatabase) -> None:
 def test_a_hash_with_old_parameters_is_replaced_at_login(
     api: TestClient[Litestar], database: TestDatabase
 ) -> None:
-    user = _register(api)
+    user = create_user(api)
     old = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(PASSWORD)
-    fetchval(database.primary_url, "UPDATE users SET password_hash = $2 WHERE id = $1", user["id"], old)
-    _login(api, user)
-    stored = fetchval(database.primary_url, "SELECT password_hash FROM users WHERE id = $1", user["id"])
+    fetchval(
+        database.primary_url, "UPDATE users SET password_hash = $2 WHERE id = $1", user["id"], old
+    )
+    _login(api, user["username"])
+    stored = fetchval(
+        database.primary_url, "SELECT password_hash FROM users WHERE id = $1", user["id"]
+    )
     assert stored != old
     assert "m=19456,t=2,p=1" in stored
     assert PASSWORD not in stored
@@ -287,7 +275,9 @@ def test_a_hash_with_old_parameters_is_replaced_at_login(
 
 @pytest.mark.parametrize("password", ["short", "x" * 129, "has\x00nul-inside"])
 def test_passwords_out_of_bounds_are_refused(api: TestClient[Litestar], password: str) -> None:
-    response = api.post("/users", json={"username": f"p_{uuid.uuid4().hex[:8]}", "password": password})
+    response = api.post(
+        "/users", json={"username": f"p_{uuid.uuid4().hex[:8]}", "password": password}
+    )
     assert response.status_code == 400
     assert password not in response.text
 
@@ -296,9 +286,9 @@ def test_the_operator_endpoints_need_the_metrics_token_when_set(database: TestDa
     with make_client(database, **ENV, METRICS_TOKEN="scrape-secret-1") as client:
         for path in ("/metrics", "/health/metrics"):
             _assert_unauthorized(client.get(path), invalid_token=False)
-            wrong = client.get(path, headers=_bearer("guess"))
+            wrong = client.get(path, headers=bearer("guess"))
             _assert_unauthorized(wrong, invalid_token=True)
-            assert client.get(path, headers=_bearer("scrape-secret-1")).status_code == 200
+            assert client.get(path, headers=bearer("scrape-secret-1")).status_code == 200
         assert client.get("/health").status_code == 200
         assert client.get("/health/ready").status_code == 200
 

@@ -6,70 +6,62 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import msgspec
+import httpx
+import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from tests.support.api import assert_problem, create_chat, create_user
+from tests.support.api import Account, as_user, assert_problem, create_chat, register, send
 from tests.support.cluster import TestDatabase, fetchval
-from tests.support.factories import SendMessageFactory
 
 
-def _chat_with_two(
-    client: TestClient[Litestar],
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    a, b = create_user(client), create_user(client)
-    return create_chat(client, [a["id"], b["id"]]), a, b
+@pytest.fixture
+def chat(client: TestClient[Litestar], alice: Account, bob: Account) -> dict[str, Any]:
+    """A new chat of alice and bob."""
+    return create_chat(client, alice, [bob])
 
 
-def _send(client: TestClient[Litestar], chat_id: int, **fields: Any) -> Any:
-    body = msgspec.to_builtins(SendMessageFactory.build(**fields))
-    return client.post(f"/chats/{chat_id}/messages", json=body)
-
-
-def test_send_returns_201_with_the_message(client: TestClient[Litestar]) -> None:
-    chat, a, _ = _chat_with_two(client)
-    response = client.post(
-        f"/chats/{chat['id']}/messages", json={"sender_id": a["id"], "body": "hello"}
-    )
+def test_send_returns_201_with_the_message(
+    client: TestClient[Litestar], chat: dict[str, Any], alice: Account
+) -> None:
+    response = send(client, alice, chat["id"], "hello")
     assert response.status_code == 201
     message = response.json()
     assert message["body"] == "hello"
     assert message["chat_id"] == chat["id"]
-    assert message["sender_id"] == a["id"]
+    assert message["sender_id"] == alice.id
     assert message["client_msg_id"] is None
     assert response.headers["x-consistency-token"]
 
 
-def test_repeated_client_msg_id_returns_the_stored_message(client: TestClient[Litestar]) -> None:
-    chat, a, _ = _chat_with_two(client)
+def test_repeated_client_msg_id_returns_the_stored_message(
+    client: TestClient[Litestar], chat: dict[str, Any], alice: Account
+) -> None:
     key = uuid.uuid4().hex
-    first = _send(client, chat["id"], sender_id=a["id"], body="once", client_msg_id=key)
-    again = _send(client, chat["id"], sender_id=a["id"], body="once", client_msg_id=key)
+    first = send(client, alice, chat["id"], "once", client_msg_id=key)
+    again = send(client, alice, chat["id"], "once", client_msg_id=key)
     assert first.status_code == 201
     assert again.status_code == 200
     assert again.json() == first.json()
 
 
-def test_same_key_for_another_message_is_409(client: TestClient[Litestar]) -> None:
-    chat, a, _ = _chat_with_two(client)
+def test_same_key_for_another_message_is_409(
+    client: TestClient[Litestar], chat: dict[str, Any], alice: Account
+) -> None:
     key = uuid.uuid4().hex
-    assert (
-        _send(client, chat["id"], sender_id=a["id"], body="one", client_msg_id=key).status_code
-        == 201
-    )
-    assert_problem(_send(client, chat["id"], sender_id=a["id"], body="two", client_msg_id=key), 409)
+    assert send(client, alice, chat["id"], "one", client_msg_id=key).status_code == 201
+    assert_problem(send(client, alice, chat["id"], "two", client_msg_id=key), 409)
 
 
 def test_concurrent_sends_of_one_key_store_one_message(
-    client: TestClient[Litestar], database: TestDatabase
+    client: TestClient[Litestar], database: TestDatabase, chat: dict[str, Any], alice: Account
 ) -> None:
-    chat, a, _ = _chat_with_two(client)
     key = uuid.uuid4().hex
-    body = {"sender_id": a["id"], "body": "race", "client_msg_id": key}
     with ThreadPoolExecutor(max_workers=8) as pool:
         responses = list(
-            pool.map(lambda _: client.post(f"/chats/{chat['id']}/messages", json=body), range(16))
+            pool.map(
+                lambda _: send(client, alice, chat["id"], "race", client_msg_id=key), range(16)
+            )
         )
     statuses = sorted(response.status_code for response in responses)
     assert statuses.count(201) == 1
@@ -78,35 +70,36 @@ def test_concurrent_sends_of_one_key_store_one_message(
     stored = fetchval(
         database.primary_url,
         "SELECT count(*) FROM messages WHERE sender_id = $1 AND client_msg_id = $2",
-        a["id"],
+        alice.id,
         key,
     )
     assert stored == 1
 
 
-def test_sender_outside_the_chat_is_403(client: TestClient[Litestar]) -> None:
-    chat, _, _ = _chat_with_two(client)
-    outsider = create_user(client)
-    assert_problem(_send(client, chat["id"], sender_id=outsider["id"]), 403)
-    assert_problem(_send(client, chat["id"], sender_id=999999999), 403)
+def test_sender_outside_the_chat_is_404(client: TestClient[Litestar], chat: dict[str, Any]) -> None:
+    """A chat the sender is not in answers as one that does not exist (docs/security.md: chat
+    ids cannot be probed), for a user who does not exist either."""
+    outsider = register(client)
+    assert_problem(send(client, outsider, chat["id"]), 404)
+    nobody = client.post(
+        f"/chats/{chat['id']}/messages", json={"body": "hi"}, headers=as_user(999999999)
+    )
+    assert_problem(nobody, 404)
 
 
-def test_unknown_chat_is_404(client: TestClient[Litestar]) -> None:
-    a = create_user(client)
-    assert_problem(_send(client, 999999999, sender_id=a["id"]), 404)
-    assert_problem(client.get("/chats/999999999/messages"), 404)
+def test_unknown_chat_is_404(client: TestClient[Litestar], alice: Account) -> None:
+    assert_problem(send(client, alice, 999999999), 404)
+    assert_problem(client.get("/chats/999999999/messages", headers=alice.headers), 404)
 
 
-def test_pages_are_newest_first_with_a_cursor(client: TestClient[Litestar]) -> None:
-    chat, a, b = _chat_with_two(client)
+def test_pages_are_newest_first_with_a_cursor(
+    client: TestClient[Litestar], chat: dict[str, Any], alice: Account, bob: Account
+) -> None:
     sent = []
     for index in range(7):
-        sender = a if index % 2 else b
-        response = client.post(
-            f"/chats/{chat['id']}/messages", json={"sender_id": sender["id"], "body": f"m{index}"}
-        )
+        response = send(client, alice if index % 2 else bob, chat["id"], f"m{index}")
         sent.append(response.json())
-    headers = {"X-Consistency-Token": response.headers["x-consistency-token"]}
+    headers = alice.after(response)
     seen: list[dict[str, Any]] = []
     url = f"/chats/{chat['id']}/messages?limit=3"
     while True:
@@ -118,31 +111,28 @@ def test_pages_are_newest_first_with_a_cursor(client: TestClient[Litestar]) -> N
     assert seen == list(reversed(sent))
 
 
-def test_empty_chat_has_an_empty_page(client: TestClient[Litestar]) -> None:
-    a = create_user(client)
-    response = client.post("/chats", json={"member_ids": [a["id"]]})
-    headers = {"X-Consistency-Token": response.headers["x-consistency-token"]}
-    page = client.get(f"/chats/{response.json()['id']}/messages", headers=headers).json()
-    assert page == {"items": [], "next": None}
+def test_empty_chat_has_an_empty_page(client: TestClient[Litestar], alice: Account) -> None:
+    response = client.post("/chats", json={"member_ids": [alice.id]}, headers=alice.headers)
+    page = client.get(f"/chats/{response.json()['id']}/messages", headers=alice.after(response))
+    assert page.json() == {"items": [], "next": None}
 
 
 def test_a_used_key_does_not_leak_through_a_foreign_or_missing_chat(
-    client: TestClient[Litestar],
+    client: TestClient[Litestar], chat: dict[str, Any], alice: Account, bob: Account
 ) -> None:
     """Membership and the chat's existence are checked before the key: a used key sent to a
-    chat the sender is not in is 403, to a chat that does not exist 404, never the 409 that
-    would tell the caller the key was used."""
-    own, a, _ = _chat_with_two(client)
-    foreign, _, _ = _chat_with_two(client)
+    chat the sender is not in is 404, like one to a chat that does not exist, never the 409
+    that would tell the caller the key was used."""
+    foreign = create_chat(client, bob)
     key = uuid.uuid4().hex
 
-    def send(chat_id: int, body: str) -> Any:
-        return _send(client, chat_id, sender_id=a["id"], body=body, client_msg_id=key)
+    def send_keyed(chat_id: int, body: str) -> httpx.Response:
+        return send(client, alice, chat_id, body, client_msg_id=key)
 
-    assert send(own["id"], "x").status_code == 201
-    assert_problem(send(foreign["id"], "x"), 403)
-    assert_problem(send(foreign["id"], "y"), 403)
-    assert_problem(send(999999999, "x"), 404)
+    assert send_keyed(chat["id"], "x").status_code == 201
+    assert_problem(send_keyed(foreign["id"], "x"), 404)
+    assert_problem(send_keyed(foreign["id"], "y"), 404)
+    assert_problem(send_keyed(999999999, "x"), 404)
     # In its own chat the key still replays the stored message or conflicts.
-    assert send(own["id"], "x").status_code == 200
-    assert_problem(send(own["id"], "y"), 409)
+    assert send_keyed(chat["id"], "x").status_code == 200
+    assert_problem(send_keyed(chat["id"], "y"), 409)

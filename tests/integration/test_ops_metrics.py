@@ -20,6 +20,7 @@ from app.config import Settings
 from app.db.database import Database
 from app.main import create_app
 from app.process.multiproc import multiprocess_dir
+from tests.support.api import register
 from tests.support.cluster import TestDatabase, wait_until
 
 POOL_NAMES = {"primary", "replica-0", "replica-1"}
@@ -82,11 +83,10 @@ def test_pool_metrics_use_the_opentelemetry_names(
 
 
 def test_http_durations_are_labelled_by_route_template(ops: TestClient[Litestar]) -> None:
-    created = ops.post("/users", json={"username": "metrics_route"})
-    assert created.status_code == 201
-    user_id = created.json()["id"]
+    user = register(ops)
+    user_id = user.id
     for _ in range(3):
-        assert ops.get(f"/users/{user_id}").status_code == 200
+        assert ops.get(f"/users/{user_id}", headers=user.headers).status_code == 200
     samples = scrape(ops)
     durations = samples["http_server_request_duration_seconds_count"]
     by_path: dict[str, float] = {}
@@ -230,7 +230,7 @@ def _app_holding_a_connection(database: TestDatabase, seconds: float, **env: str
     """The service plus `GET /test/hold`, which keeps a writer connection for `seconds`."""
     app = create_app(Settings.from_env(database.env(**env)))
 
-    @get("/test/hold")
+    @get("/test/hold", exclude_from_auth=True)  # the test's own route: no account needed
     async def hold(state: State) -> dict[str, bool]:
         db: Database = state.database
         async with db.writer.acquire() as conn:

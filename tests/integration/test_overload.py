@@ -19,7 +19,7 @@ from app.config import Settings
 from app.db.connection import Connection
 from app.db.database import Database
 from app.db.session import DbSession
-from tests.support.api import assert_problem, create_user, make_client
+from tests.support.api import Account, assert_problem, make_client, register
 from tests.support.cluster import TestDatabase, fetchval
 from tests.support.driver import SELECT_ONE, driver
 from tests.support.faults import ACTIVE_QUERIES, TableLock, query, wait_for, wait_lock_waiters
@@ -28,21 +28,21 @@ _PRIMARY = "messenger-primary"
 _PIDS = "SELECT array_agg(pid ORDER BY pid) FROM pg_stat_activity WHERE application_name = $1"
 
 
-def _set_status(client: TestClient[Litestar], user_id: int) -> Any:
+def _set_status(client: TestClient[Litestar], user: Account) -> Any:
     started = time.monotonic()
-    response = client.put(f"/users/{user_id}/status", json={"status": "away"})
+    response = client.put(f"/users/{user.id}/status", json={"status": "away"}, headers=user.headers)
     return response, time.monotonic() - started
 
 
 def test_an_exhausted_pool_answers_503_quickly_and_recovers(database: TestDatabase) -> None:
     env = {"DB_POOL_MIN": "0", "DB_POOL_MAX": "2", "DB_POOL_TIMEOUT_MS": "200"}
     with make_client(database, **env) as client, ThreadPoolExecutor(max_workers=8) as threads:
-        user = create_user(client)
+        user = register(client)
         with TableLock(database.primary_url, "users"):
-            holders = [threads.submit(_set_status, client, user["id"]) for _ in range(2)]
+            holders = [threads.submit(_set_status, client, user) for _ in range(2)]
             wait_lock_waiters(database.primary_url, _PRIMARY, 2)  # both connections are stuck
             waiters: list[Future[Any]] = [
-                threads.submit(_set_status, client, user["id"]) for _ in range(4)
+                threads.submit(_set_status, client, user) for _ in range(4)
             ]
             for future in waiters:
                 response, elapsed = future.result(timeout=10)
@@ -56,7 +56,7 @@ def test_an_exhausted_pool_answers_503_quickly_and_recovers(database: TestDataba
         db: Database = client.app.state.database
         assert db.writer.checked_out == 0
         # Intact: both connections serve again, concurrently.
-        again = [threads.submit(_set_status, client, user["id"]) for _ in range(4)]
+        again = [threads.submit(_set_status, client, user) for _ in range(4)]
         assert [future.result(timeout=10)[0].status_code for future in again] == [200] * 4
 
 
@@ -65,16 +65,16 @@ def test_a_statement_timeout_answers_503_and_keeps_the_connection(
 ) -> None:
     env = {"DB_POOL_MIN": "1", "DB_POOL_MAX": "1", "DB_STATEMENT_TIMEOUT_MS": "300"}
     with make_client(database, **env) as client:
-        user = create_user(client)
+        user = register(client)
         pids_before = fetchval(database.primary_url, _PIDS, _PRIMARY)
         assert len(pids_before) == 1
         with TableLock(database.primary_url, "users"):
-            response, elapsed = _set_status(client, user["id"])
+            response, elapsed = _set_status(client, user)
         problem = assert_problem(response, 503)
         assert response.headers["retry-after"] == "1"
         assert problem["detail"] == "the database did not answer in time"
         assert 0.3 <= elapsed < 1.5  # the statement timeout, not retried
-        assert _set_status(client, user["id"])[0].status_code == 200
+        assert _set_status(client, user)[0].status_code == 200
         # The same server connection served the next request: nothing was thrown away.
         assert fetchval(database.primary_url, _PIDS, _PRIMARY) == pids_before
 

@@ -14,7 +14,7 @@ from litestar.testing import TestClient
 from prometheus_client import REGISTRY
 
 from app.db.lsn import format_lsn
-from tests.support.api import create_chat, create_user, make_client
+from tests.support.api import Account, create_chat, make_client, register, send
 from tests.support.cluster import TestDatabase, fetchval
 
 _PAIRS = 50
@@ -24,6 +24,11 @@ _PAIRS = 50
 def app_client(database: TestDatabase) -> Iterator[TestClient[Litestar]]:
     with make_client(database) as client:
         yield client
+
+
+def _with_token(user: Account, token: str) -> dict[str, str]:
+    """`user`'s headers with a consistency token of the test's making."""
+    return {**user.headers, "X-Consistency-Token": token}
 
 
 def _served(by: str) -> float:
@@ -42,19 +47,14 @@ def _delta(before: dict[str, float]) -> dict[str, float]:
 def test_token_reads_right_after_the_write_are_served_by_replicas(
     app_client: TestClient[Litestar],
 ) -> None:
-    user = create_user(app_client)
-    chat = create_chat(app_client, [user["id"]])
+    user = register(app_client)
+    chat = create_chat(app_client, user)
     before = _counts()
     for index in range(_PAIRS):
         body = f"pair {index} {uuid.uuid4().hex[:8]}"
-        sent = app_client.post(
-            f"/chats/{chat['id']}/messages", json={"sender_id": user["id"], "body": body}
-        )
+        sent = send(app_client, user, chat["id"], body)
         assert sent.status_code == 201, sent.text
-        token = sent.headers["x-consistency-token"]
-        read = app_client.get(
-            f"/chats/{chat['id']}/messages?limit=1", headers={"X-Consistency-Token": token}
-        )
+        read = app_client.get(f"/chats/{chat['id']}/messages?limit=1", headers=user.after(sent))
         assert read.status_code == 200, read.text
         assert read.json()["items"][0]["body"] == body, "a token read sees its write"
     served = _delta(before)
@@ -68,11 +68,11 @@ def test_a_genuine_token_ahead_of_this_instance_is_served_not_refused(
     app_client: TestClient[Litestar], database: TestDatabase
 ) -> None:
     """Another instance wrote a moment ago: its token is ahead of everything this one saw."""
-    user = create_user(app_client)
+    user = register(app_client)
     fetchval(database.primary_url, "SELECT pg_logical_emit_message(true, 'test', 'x')")
     token = str(fetchval(database.primary_url, "SELECT pg_current_wal_lsn()::text"))
     before = _counts()
-    read = app_client.get(f"/users/{user['id']}", headers={"X-Consistency-Token": token})
+    read = app_client.get(f"/users/{user.id}", headers=_with_token(user, token))
     assert read.status_code == 200, read.text
     served = _delta(before)
     assert served["rejected"] == 0
@@ -83,9 +83,9 @@ def test_a_genuine_token_ahead_of_this_instance_is_served_not_refused(
 def test_a_token_ahead_of_the_primary_is_refused(
     app_client: TestClient[Litestar], database: TestDatabase, token: str
 ) -> None:
-    user = create_user(app_client)
+    user = register(app_client)
     before = _counts()
-    response = app_client.get(f"/users/{user['id']}", headers={"X-Consistency-Token": token})
+    response = app_client.get(f"/users/{user.id}", headers=_with_token(user, token))
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("application/problem+json")
     assert "ahead of the database" in response.json()["detail"]
@@ -96,10 +96,9 @@ def test_a_token_ahead_of_the_primary_is_refused(
 def test_an_old_token_is_served_by_a_replica_without_asking(
     app_client: TestClient[Litestar], database: TestDatabase
 ) -> None:
-    user = create_user(app_client)
+    user = register(app_client)
     database.wait_replicas()
     before = _counts()
-    old = format_lsn(1)
-    response = app_client.get(f"/users/{user['id']}", headers={"X-Consistency-Token": old})
+    response = app_client.get(f"/users/{user.id}", headers=_with_token(user, format_lsn(1)))
     assert response.status_code == 200
     assert _delta(before)["replica"] == 1

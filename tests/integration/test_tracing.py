@@ -26,6 +26,7 @@ from app.config import Settings, TracingSettings
 from app.logging import configure_logging
 from app.main import create_app
 from app.ops.tracing import POOL_ATTRIBUTE, Tracing, uninstall
+from tests.support.api import register
 from tests.support.cluster import TestDatabase
 
 # Any exporter name turns tracing on; the provider set below (in-memory) is the one used.
@@ -49,17 +50,6 @@ def spans() -> Iterator[InMemorySpanExporter]:
 def traced(database: TestDatabase, spans: InMemorySpanExporter) -> Iterator[TestClient[Litestar]]:
     with TestClient(create_app(Settings.from_env(database.env(**TRACED)))) as client:
         yield client
-
-
-def _register(client: TestClient[Litestar]) -> tuple[dict[str, object], dict[str, str]]:
-    """A new user (registration is open) and the bearer header of their login."""
-    password = "traced-pass-" + str(time.time_ns())
-    username = f"traced_{time.time_ns() % 10**9}"
-    created = client.post("/users", json={"username": username, "password": password})
-    assert created.status_code == 201, created.text
-    login = client.post("/auth/token", json={"username": username, "password": password})
-    assert login.status_code == 200, login.text
-    return dict(created.json()), {"Authorization": f"Bearer {login.json()['access_token']}"}
 
 
 def _port(url: str) -> int:
@@ -113,10 +103,10 @@ def test_a_write_is_one_trace_with_its_sql_on_the_primary(
 def test_a_read_is_one_trace_with_its_sql_on_a_replica(
     traced: TestClient[Litestar], spans: InMemorySpanExporter, database: TestDatabase
 ) -> None:
-    user, auth = _register(traced)
+    user = register(traced)
     database.wait_replicas()
     spans.clear()
-    response = traced.get(f"/users/{user['id']}", headers=auth)
+    response = traced.get(f"/users/{user.id}", headers=user.headers)
     assert response.status_code == 200
     server, sql = _one_trace(spans)
     assert server.name == "GET /users/{user_id}"
@@ -131,10 +121,10 @@ def test_a_read_is_one_trace_with_its_sql_on_a_replica(
 def test_each_request_is_its_own_trace_and_probes_and_background_make_none(
     traced: TestClient[Litestar], spans: InMemorySpanExporter
 ) -> None:
-    _, auth = _register(traced)
+    user = register(traced)
     spans.clear()
     for _ in range(2):
-        assert traced.get("/users?limit=1", headers=auth).status_code == 200
+        assert traced.get("/users?limit=1", headers=user.headers).status_code == 200
     assert len({span.context.trace_id for span in spans.get_finished_spans()}) == 2
     spans.clear()
     assert traced.get("/health/ready").status_code == 200

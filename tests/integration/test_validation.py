@@ -5,37 +5,43 @@ from __future__ import annotations
 import uuid
 from urllib.parse import quote
 
+import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 from structlog.testing import capture_logs
 
-from tests.support.api import assert_problem, create_chat, create_user
+from tests.support.api import PASSWORD, Account, assert_problem, create_chat, send
 
 BEYOND_BIGINT = 2**63
 NUL = "a\u0000b"
 
 
 @pytest.fixture(scope="module")
-def chat(client: TestClient[Litestar]) -> dict[str, int]:
-    user = create_user(client)
-    return {"chat": create_chat(client, [user["id"]])["id"], "user": user["id"]}
+def chat(client: TestClient[Litestar], alice: Account) -> dict[str, int]:
+    return {"chat": create_chat(client, alice)["id"], "user": alice.id}
+
+
+def _user(**fields: object) -> dict[str, object]:
+    """A `POST /users` body with a valid password, so that `fields` are what is judged."""
+    return {"password": PASSWORD, **fields}
 
 
 @pytest.mark.parametrize(
     "body",
     [
         {},
-        {"username": "ab"},
-        {"username": "x" * 33},
-        {"username": "Upper"},
-        {"username": "bad-char"},
-        {"username": 42},
-        {"username": None},
-        {"username": "valid_name", "display_name": ""},
-        {"username": "valid_name", "display_name": "x" * 65},
-        {"username": "valid_name", "display_name": NUL},
-        {"username": "nul\u0000name"},
+        _user(),
+        _user(username="ab"),
+        _user(username="x" * 33),
+        _user(username="Upper"),
+        _user(username="bad-char"),
+        _user(username=42),
+        _user(username=None),
+        _user(username="valid_name", display_name=""),
+        _user(username="valid_name", display_name="x" * 65),
+        _user(username="valid_name", display_name=NUL),
+        _user(username="nul\u0000name"),
         [],
         "string",
     ],
@@ -77,8 +83,11 @@ def test_oversized_body_is_413(client: TestClient[Litestar]) -> None:
         "/users?limit=abc",
     ],
 )
-def test_bad_paths_and_queries_are_4xx(client: TestClient[Litestar], path: str) -> None:
-    response = client.get(path)
+def test_bad_paths_and_queries_are_4xx(
+    client: TestClient[Litestar], alice: Account, path: str
+) -> None:
+    response = client.get(path, headers=alice.headers)
+    assert response.status_code != 401
     assert 400 <= response.status_code < 500, response.text
     assert_problem(response, response.status_code)
 
@@ -88,36 +97,38 @@ def test_bad_paths_and_queries_are_4xx(client: TestClient[Litestar], path: str) 
     ["limit=0", "limit=201", f"before={BEYOND_BIGINT}", "before=-1", "before=x"],
 )
 def test_bad_message_page_queries_are_400(
-    client: TestClient[Litestar], chat: dict[str, int], query: str
+    client: TestClient[Litestar], alice: Account, chat: dict[str, int], query: str
 ) -> None:
-    assert_problem(client.get(f"/chats/{chat['chat']}/messages?{query}"), 400)
+    response = client.get(f"/chats/{chat['chat']}/messages?{query}", headers=alice.headers)
+    assert_problem(response, 400)
 
 
 @pytest.mark.parametrize(
     "body",
     [
-        {"body": "hi"},
-        {"sender_id": "one", "body": "hi"},
-        {"sender_id": BEYOND_BIGINT, "body": "hi"},
-        {"sender_id": -1, "body": "hi"},
-        {"sender_id": 1, "body": ""},
-        {"sender_id": 1, "body": "x" * 4001},
-        {"sender_id": 1, "body": NUL},
-        {"sender_id": 1, "body": "hi", "client_msg_id": NUL},
-        {"sender_id": 1, "body": "hi", "client_msg_id": "k" * 65},
-        {"sender_id": 1, "body": "hi", "client_msg_id": ""},
+        {},
+        {"client_msg_id": "k"},
+        {"sender_id": 1, "body": "hi"},  # the sender is the caller: an unknown field
+        {"body": ""},
+        {"body": "x" * 4001},
+        {"body": NUL},
+        {"body": "hi", "client_msg_id": NUL},
+        {"body": "hi", "client_msg_id": "k" * 65},
+        {"body": "hi", "client_msg_id": ""},
     ],
 )
 def test_invalid_message_bodies_are_400(
-    client: TestClient[Litestar], chat: dict[str, int], body: dict[str, object]
+    client: TestClient[Litestar], alice: Account, chat: dict[str, int], body: dict[str, object]
 ) -> None:
-    assert_problem(client.post(f"/chats/{chat['chat']}/messages", json=body), 400)
+    response = client.post(f"/chats/{chat['chat']}/messages", json=body, headers=alice.headers)
+    assert_problem(response, 400)
 
 
 @pytest.mark.parametrize(
     "body",
     [
-        {"member_ids": []},
+        {},
+        {"title": "no members"},
         {"member_ids": [0]},
         {"member_ids": [BEYOND_BIGINT]},
         {"member_ids": "1"},
@@ -127,17 +138,22 @@ def test_invalid_message_bodies_are_400(
         {"member_ids": list(range(1, 1002))},
     ],
 )
-def test_invalid_chat_bodies_are_400(client: TestClient[Litestar], body: dict[str, object]) -> None:
-    assert_problem(client.post("/chats", json=body), 400)
+def test_invalid_chat_bodies_are_400(
+    client: TestClient[Litestar], alice: Account, body: dict[str, object]
+) -> None:
+    assert_problem(client.post("/chats", json=body, headers=alice.headers), 400)
 
 
-def test_bad_status_body_is_400(client: TestClient[Litestar], chat: dict[str, int]) -> None:
-    assert_problem(client.put(f"/users/{chat['user']}/status", json={"status": "gone"}), 400)
-
-
-def test_bad_consistency_token_is_400(client: TestClient[Litestar], chat: dict[str, int]) -> None:
-    response = client.get(f"/users/{chat['user']}", headers={"X-Consistency-Token": "nope"})
+def test_bad_status_body_is_400(client: TestClient[Litestar], alice: Account) -> None:
+    response = client.put(
+        f"/users/{alice.id}/status", json={"status": "gone"}, headers=alice.headers
+    )
     assert_problem(response, 400)
+
+
+def test_bad_consistency_token_is_400(client: TestClient[Litestar], alice: Account) -> None:
+    headers = {**alice.headers, "X-Consistency-Token": "nope"}
+    assert_problem(client.get(f"/users/{alice.id}", headers=headers), 400)
 
 
 def test_unknown_route_is_404_problem(client: TestClient[Litestar]) -> None:
@@ -173,20 +189,21 @@ DEEP = 20_000
          "utf8-surrogate"],
 )  # fmt: skip
 def test_undecodable_json_is_400_without_an_error_log(
-    client: TestClient[Litestar], path: str, body: bytes
+    client: TestClient[Litestar], alice: Account, path: str, body: bytes
 ) -> None:
+    headers = {**alice.headers, "content-type": "application/json"}
     with capture_logs() as logs:
-        response = client.post(path, content=body, headers={"content-type": "application/json"})
+        response = client.post(path, content=body, headers=headers)
     problem = assert_problem(response, 400)
     assert problem["detail"]
     assert [event for event in logs if event.get("log_level") in ("error", "critical")] == []
 
 
 def test_undecodable_message_body_is_400(
-    client: TestClient[Litestar], chat: dict[str, int]
+    client: TestClient[Litestar], alice: Account, chat: dict[str, int]
 ) -> None:
-    body = b'{"sender_id": %d, "body": "\xff"}' % chat["user"]
-    headers = {"content-type": "application/json"}
+    body = b'{"body": "\xff"}'
+    headers = {**alice.headers, "content-type": "application/json"}
     response = client.post(f"/chats/{chat['chat']}/messages", content=body, headers=headers)
     assert_problem(response, 400)
 
@@ -196,25 +213,31 @@ def test_undecodable_message_body_is_400(
 LENIENT_INTEGERS = ["\uff11", "\u0661", "1_0", "+1", " 1", "1 ", "01", "1.0", "1e1", "0x1", "-0"]
 
 
+ROUTES_WITH_IDS = [
+    ("GET", "/users/{}"),
+    ("GET", "/users/{}/chats"),
+    ("PUT", "/users/{}/status"),
+    ("GET", "/chats/{}"),
+    ("GET", "/chats/{}/messages"),
+    ("POST", "/chats/{}/messages"),
+]
+
+
 @pytest.mark.parametrize("spelling", LENIENT_INTEGERS)
-@pytest.mark.parametrize(
-    ("method", "template"),
-    [
-        ("GET", "/users/{}"),
-        ("GET", "/users/{}/chats"),
-        ("PUT", "/users/{}/status"),
-        ("GET", "/chats/{}"),
-        ("GET", "/chats/{}/messages"),
-        ("POST", "/chats/{}/messages"),
-    ],
-)
+@pytest.mark.parametrize("route", ROUTES_WITH_IDS, ids=" ".join)
 def test_ids_in_paths_are_ascii_digits_only(
-    client: TestClient[Litestar], chat: dict[str, int], method: str, template: str, spelling: str
+    client: TestClient[Litestar],
+    alice: Account,
+    chat: dict[str, int],
+    route: tuple[str, str],
+    spelling: str,
 ) -> None:
+    method, template = route
     ident = str(chat["chat"] if template.startswith("/chats") else chat["user"])
     lenient = spelling.replace("1", ident, 1) if spelling.isascii() else spelling
-    bodies = {"PUT": {"status": "away"}, "POST": {"sender_id": chat["user"], "body": "hi"}}
-    response = client.request(method, template.format(quote(lenient)), json=bodies.get(method))
+    bodies = {"PUT": {"status": "away"}, "POST": {"body": "hi"}}
+    url = template.format(quote(lenient))
+    response = client.request(method, url, json=bodies.get(method), headers=alice.headers)
     problem = assert_problem(response, 400)
     assert problem["errors"][0]["source"] == "path"
 
@@ -222,10 +245,10 @@ def test_ids_in_paths_are_ascii_digits_only(
 @pytest.mark.parametrize("spelling", LENIENT_INTEGERS)
 @pytest.mark.parametrize("parameter", ["limit", "after"])
 def test_integer_query_parameters_are_ascii_digits_only(
-    client: TestClient[Litestar], chat: dict[str, int], parameter: str, spelling: str
+    client: TestClient[Litestar], alice: Account, parameter: str, spelling: str
 ) -> None:
-    for path in ("/users", f"/users/{chat['user']}/chats"):
-        response = client.get(path, params={parameter: spelling})
+    for path in ("/users", f"/users/{alice.id}/chats"):
+        response = client.get(path, params={parameter: spelling}, headers=alice.headers)
         problem = assert_problem(response, 400)
         assert problem["errors"][0]["key"] == parameter
 
@@ -233,61 +256,67 @@ def test_integer_query_parameters_are_ascii_digits_only(
 @pytest.mark.parametrize("spelling", LENIENT_INTEGERS)
 @pytest.mark.parametrize("parameter", ["limit", "before"])
 def test_message_page_parameters_are_ascii_digits_only(
-    client: TestClient[Litestar], chat: dict[str, int], parameter: str, spelling: str
+    client: TestClient[Litestar],
+    alice: Account,
+    chat: dict[str, int],
+    parameter: str,
+    spelling: str,
 ) -> None:
-    response = client.get(f"/chats/{chat['chat']}/messages", params={parameter: spelling})
+    response = client.get(
+        f"/chats/{chat['chat']}/messages", params={parameter: spelling}, headers=alice.headers
+    )
     assert_problem(response, 400)
 
 
 def test_canonical_integers_are_accepted(
-    client: TestClient[Litestar], chat: dict[str, int]
+    client: TestClient[Litestar], alice: Account, chat: dict[str, int]
 ) -> None:
-    assert client.get(f"/users/{chat['user']}").status_code == 200
-    assert client.get("/users?limit=1&after=0").status_code == 200
-    assert client.get(f"/chats/{chat['chat']}/messages?limit=200&before=0").status_code == 200
-    assert_problem(client.get("/users/9223372036854775807"), 404)
+    def get(url: str) -> httpx.Response:
+        return client.get(url, headers=alice.headers)
+
+    assert get(f"/users/{alice.id}").status_code == 200
+    assert get("/users?limit=1&after=0").status_code == 200
+    assert get(f"/chats/{chat['chat']}/messages?limit=200&before=0").status_code == 200
+    assert_problem(get("/users/9223372036854775807"), 404)
 
 
 # Each case: method, path (`{chat}`, `{user}` filled in) and body (`U` stands for the user id).
 U = object()
 STRICT_CASES: dict[str, tuple[str, str, dict[str, object]]] = {
-    "sender_id as string": ("POST", "/chats/{chat}/messages", {"sender_id": "U", "body": "hi"}),
-    "sender_id as float": ("POST", "/chats/{chat}/messages", {"sender_id": 1.0, "body": "hi"}),
-    "sender_id as bool": ("POST", "/chats/{chat}/messages", {"sender_id": True, "body": "hi"}),
-    "body as number": ("POST", "/chats/{chat}/messages", {"sender_id": U, "body": 5}),
-    "key as number": ("POST", "/chats/{chat}/messages",
-                      {"sender_id": U, "body": "hi", "client_msg_id": 7}),
+    "body as number": ("POST", "/chats/{chat}/messages", {"body": 5}),
+    "key as number": ("POST", "/chats/{chat}/messages", {"body": "hi", "client_msg_id": 7}),
     "member id as float": ("POST", "/chats", {"member_ids": [1.0]}),
     "member id as string": ("POST", "/chats", {"member_ids": ["U"]}),
+    "member id as bool": ("POST", "/chats", {"member_ids": [True]}),
     "title as number": ("POST", "/chats", {"member_ids": [U], "title": 5}),
-    "display_name as number": ("POST", "/users", {"username": "strict_ok", "display_name": 5}),
+    "display_name as number": ("POST", "/users", _user(username="strict_ok", display_name=5)),
+    "password as number": ("POST", "/users", {"username": "strict_ok", "password": 12345678}),
     "status as number": ("PUT", "/users/{user}/status", {"status": 1}),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", STRICT_CASES)
 def test_bodies_are_decoded_strictly(
-    client: TestClient[Litestar], chat: dict[str, int], case: str
+    client: TestClient[Litestar], alice: Account, chat: dict[str, int], case: str
 ) -> None:
     """No coercion: a string, float or bool where an integer belongs is a 400, even when it
     would convert to an existing id (`"1"`, `1.0`)."""
     method, template, body = STRICT_CASES[case]
-    user = chat["user"]
 
     def fill(value: object) -> object:
         if isinstance(value, list):
             return [fill(item) for item in value]
         if value is U:
-            return user
+            return alice.id
         if value == "U":
-            return str(user)
+            return str(alice.id)
         if value == 1.0 and isinstance(value, float):
-            return float(user)
+            return float(alice.id)
         return value
 
     filled = {key: fill(value) for key, value in body.items()}
-    url = template.format(chat=chat["chat"], user=user)
-    problem = assert_problem(client.request(method, url, json=filled), 400)
+    url = template.format(chat=chat["chat"], user=alice.id)
+    problem = assert_problem(client.request(method, url, json=filled, headers=alice.headers), 400)
     assert problem["errors"][0]["source"] == "body"
 
 
@@ -301,69 +330,68 @@ SPOOFS = ["\x1b[31mred", "a\rb", "a\nb", "a\tb", "\u202eevil", "a\u200bb", "a\u2
 def test_control_and_format_characters_in_names_are_400(
     client: TestClient[Litestar], name: str
 ) -> None:
-    response = client.post("/users", json={"username": "spoof_ok", "display_name": name})
+    response = client.post("/users", json=_user(username="spoof_ok", display_name=name))
     problem = assert_problem(response, 400)
     assert problem["errors"][0]["key"] == "display_name"
 
 
 @pytest.mark.parametrize("title", SPOOFS)
 def test_control_and_format_characters_in_titles_are_400(
-    client: TestClient[Litestar], chat: dict[str, int], title: str
+    client: TestClient[Litestar], alice: Account, title: str
 ) -> None:
-    response = client.post("/chats", json={"member_ids": [chat["user"]], "title": title})
+    body = {"member_ids": [alice.id], "title": title}
+    response = client.post("/chats", json=body, headers=alice.headers)
     problem = assert_problem(response, 400)
     assert problem["errors"][0]["key"] == "title"
 
 
 @pytest.mark.parametrize("body", ["a\rb", "\x1b[2J", "a\x7fb", "a\x85b", "a\x0bb", "a\x0cb"])
 def test_message_bodies_reject_control_characters(
-    client: TestClient[Litestar], chat: dict[str, int], body: str
+    client: TestClient[Litestar], alice: Account, chat: dict[str, int], body: str
 ) -> None:
-    response = client.post(
-        f"/chats/{chat['chat']}/messages", json={"sender_id": chat["user"], "body": body}
-    )
+    response = send(client, alice, chat["chat"], body)
     problem = assert_problem(response, 400)
     assert problem["errors"][0]["key"] == "body"
 
 
 def test_message_bodies_keep_newlines_tabs_and_format_characters(
-    client: TestClient[Litestar], chat: dict[str, int]
+    client: TestClient[Litestar], alice: Account, chat: dict[str, int]
 ) -> None:
     body = "line one\n\tline two \u05e9\u05dc\u05d5\u05dd \U0001f469\u200d\U0001f4bb"
-    response = client.post(
-        f"/chats/{chat['chat']}/messages", json={"sender_id": chat["user"], "body": body}
-    )
+    response = send(client, alice, chat["chat"], body)
     assert response.status_code == 201, response.text
     assert response.json()["body"] == body
 
 
-def test_names_and_titles_are_stored_in_nfc(client: TestClient[Litestar]) -> None:
+def test_names_and_titles_are_stored_in_nfc(client: TestClient[Litestar], alice: Account) -> None:
     decomposed = "Rene\u0301e"
-    response = client.post("/users", json={"username": _fresh(), "display_name": decomposed})
+    response = client.post("/users", json=_user(username=_fresh(), display_name=decomposed))
     assert response.status_code == 201, response.text
-    user = response.json()
-    assert user["display_name"] == "Ren\u00e9e"
-    headers = {"X-Consistency-Token": response.headers["x-consistency-token"]}
-    stored = client.get(f"/users/{user['id']}", headers=headers).json()
+    created = response.json()
+    assert created["display_name"] == "Ren\u00e9e"
+    stored = client.get(f"/users/{created['id']}", headers=alice.after(response)).json()
     assert stored["display_name"] == "Ren\u00e9e"
-    chat = client.post("/chats", json={"member_ids": [user["id"]], "title": "Caf\u0065\u0301"})
+    body = {"member_ids": [created["id"]], "title": "Caf\u0065\u0301"}
+    chat = client.post("/chats", json=body, headers=alice.headers)
     assert chat.status_code == 201, chat.text
     assert chat.json()["title"] == "Caf\u00e9"
 
 
-def test_name_lengths_count_after_normalisation(client: TestClient[Litestar]) -> None:
+def test_name_lengths_count_after_normalisation(
+    client: TestClient[Litestar], alice: Account
+) -> None:
     # 64 decomposed letters are 128 code points, 64 characters once composed: accepted.
     composed_fits = "e\u0301" * 64
-    response = client.post("/users", json={"username": _fresh(), "display_name": composed_fits})
+    response = client.post("/users", json=_user(username=_fresh(), display_name=composed_fits))
     assert response.status_code == 201, response.text
     assert response.json()["display_name"] == "\u00e9" * 64
     # U+0958 is excluded from composition: NFC makes it two code points, 128 for 64.
     grows = "\u0958" * 64
-    response = client.post("/users", json={"username": _fresh(), "display_name": grows})
+    response = client.post("/users", json=_user(username=_fresh(), display_name=grows))
     problem = assert_problem(response, 400)
     assert problem["errors"][0]["key"] == "display_name"
-    user = create_user(client)
-    response = client.post("/chats", json={"member_ids": [user["id"]], "title": "\u0958" * 200})
+    body = {"member_ids": [alice.id], "title": "\u0958" * 200}
+    response = client.post("/chats", json=body, headers=alice.headers)
     assert assert_problem(response, 400)["errors"][0]["key"] == "title"
 
 

@@ -19,6 +19,7 @@ import psutil
 
 from app.dev.cluster import EmbeddedCluster, Node
 from app.schema.migrate import upgrade
+from tests.support.signing import AUTH_JWT_KEYS
 
 
 @dataclass
@@ -33,10 +34,15 @@ class TestDatabase:
     _cleanup: list[Callable[[], None]] = field(default_factory=list)
 
     def env(self, **overrides: str) -> dict[str, str]:
+        """The service's settings for this database. Tokens are signed with the suite's key
+        (every worker and process agrees); logins from one address are not limited in
+        practice, as one test client logs many users in (the limit has its own test)."""
         env = {
             "APP_ENV": "test",
             "DATABASE_URL": self.primary_url,
             "DATABASE_REPLICA_URLS": ",".join(self.replica_urls),
+            "AUTH_JWT_KEYS": AUTH_JWT_KEYS,
+            "AUTH_LOGIN_LIMIT_PER_ADDRESS": "1000000",
         }
         env.update(overrides)
         return env

@@ -6,11 +6,11 @@ import uuid
 
 from polyfactory.factories.msgspec_factory import MsgspecFactory
 
-from app.api.schemas import CreateUser, SendMessage
+from app.api.schemas import CreateUser
 
 
 class CreateUserFactory(MsgspecFactory[CreateUser]):
-    """Valid `POST /users` bodies with unique usernames."""
+    """Valid `POST /users` bodies with unique usernames (give the `password`)."""
 
     __check_model__ = False
 
@@ -22,13 +22,3 @@ class CreateUserFactory(MsgspecFactory[CreateUser]):
     def display_name(cls) -> str:
         # Within the rules of `app.api.schemas.DisplayName` (the struct checks them when built).
         return f"{cls.__faker__.first_name()} {uuid.uuid4().hex[:8]}"
-
-
-class SendMessageFactory(MsgspecFactory[SendMessage]):
-    """Valid `POST /chats/{id}/messages` bodies (set `sender_id`)."""
-
-    __check_model__ = False
-
-    @classmethod
-    def client_msg_id(cls) -> str:
-        return uuid.uuid4().hex
