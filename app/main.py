@@ -19,6 +19,7 @@ from app.api.chats import ChatController
 from app.api.consistency import add_consistency_token
 from app.api.dependencies import DEPENDENCIES
 from app.api.problems import EXCEPTION_HANDLERS
+from app.api.schemas import StrictBodySchemas
 from app.api.users import UserController
 from app.config import AuthSettings, Settings
 from app.db.database import Database
@@ -67,7 +68,7 @@ def create_app(settings: Settings) -> Litestar:
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_consistency_token],
-        plugins=tracing.plugins(),
+        plugins=[*tracing.plugins(), StrictBodySchemas()],
         on_app_init=[authentication.jwt.on_app_init],
         lifespan=[lifecycle.lifespan],
         state=State(

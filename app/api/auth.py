@@ -26,6 +26,7 @@ import structlog
 from litestar import Request, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
+from litestar.openapi.spec import SecurityRequirement
 from litestar.params import JSONBody
 from litestar.security.jwt import JWTAuth, Token
 
@@ -47,6 +48,10 @@ REALM = "messenger"
 # Paths the bearer check leaves alone: probes and operator endpoints (guarded on their own),
 # the OpenAPI document, and the token endpoints themselves. Registration opts out per route.
 PUBLIC_PATHS = ["^/health", "^/metrics", "^/schema", "^/auth/"]
+NO_TOKEN: list[SecurityRequirement] = [{}]
+"""The OpenAPI `security` of a route that takes no access token: an empty requirement is
+"no authentication". An empty list would not do: Litestar leaves it out, and the bearer
+requirement `JWTAuth` puts on the whole document would then apply to the route."""
 RefreshToken = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
 log = structlog.get_logger("app.api.auth")
@@ -166,6 +171,7 @@ class AuthController(ApiController):
 
     path = "/auth"
     tags = ["auth"]
+    security = NO_TOKEN
 
     @post(
         "/token",

@@ -8,7 +8,7 @@ from litestar import Request, post, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from app.api.auth import Authentication, Caller
+from app.api.auth import NO_TOKEN, Authentication, Caller
 from app.api.controller import ApiController
 from app.api.methods import read
 from app.api.problems import problem_responses
@@ -30,7 +30,7 @@ class UserController(ApiController):
         status_code=201,
         summary="Register: create a user with a password (no token needed)",
         responses=problem_responses(409, 413, authenticated=False),
-        security=[],
+        security=NO_TOKEN,
         exclude_from_auth=True,
     )
     async def create(

@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery
 
+from app.api.auth import NO_TOKEN
 from app.api.problems import problem_responses
 from app.ops.access import operator_only
 from app.ops.readiness import Readiness
@@ -33,6 +34,7 @@ class HealthController(Controller):
 
     path = "/health"
     tags = ["operations"]
+    security = NO_TOKEN  # no access token; /health/metrics has the operator's guard
 
     @get("/", summary="Liveness: no database call", cache=False)
     async def live(self, state: State) -> Liveness:

@@ -18,6 +18,7 @@ from litestar.datastructures import State
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from prometheus_client.exposition import choose_encoder
 
+from app.api.auth import NO_TOKEN
 from app.db.database import Database
 from app.ops.access import operator_only
 from app.process.multiproc import MULTIPROC_ENV, multiprocess_enabled
@@ -64,6 +65,7 @@ class MetricsController(Controller):
 
     path = "/metrics"
     tags = ["operations"]
+    security = NO_TOKEN  # no access token: the operator's guard (METRICS_TOKEN, when set)
     guards = [operator_only]
 
     @get(

@@ -86,6 +86,23 @@ def test_body_ids_are_bounded(document: dict[str, Any]) -> None:
     assert "sender_id" not in schemas["SendMessage"]["properties"], "the sender is the caller"
 
 
+def test_the_routes_without_a_token_are_documented_so(document: dict[str, Any]) -> None:
+    """Registration, the token routes and the operator endpoints take no access token (an
+    empty requirement); every other route has the document's bearer requirement."""
+    assert document["security"] == [{"BearerToken": []}]
+    for path, method, operation in _operations(document):
+        open_route = (method, path) == ("post", "/users") or path.startswith(
+            ("/auth/", "/health", "/metrics")
+        )
+        assert (operation.get("security") == [{}]) is open_route, (method, path)
+
+
+def test_bodies_that_refuse_unknown_fields_say_so(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    for name in ("CreateUser", "SetStatus", "CreateChat", "SendMessage", "Login", "Refresh"):
+        assert schemas[name]["additionalProperties"] is False, name
+
+
 def test_the_chats_of_a_user_are_documented_as_a_page(document: dict[str, Any]) -> None:
     operation = document["paths"]["/users/{user_id}/chats"]["get"]
     schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
