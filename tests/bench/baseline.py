@@ -228,8 +228,13 @@ async def _send(
         row = await conn.fetchrow(SEND, chat_id, sender, data.body, data.client_msg_id)
         if row is None:
             return await _unsent(conn, chat_id, sender, data)
-        headers = {"x-consistency-token": await conn.fetchval(WAL_POSITION)} if token else None
+        headers = {"x-consistency-token": await _wal_position(conn)} if token else None
         return Response(Message(*row), status_code=201, headers=headers)
+
+
+async def _wal_position(conn: asyncpg.Connection) -> str:
+    """The consistency token: the primary's WAL position after the commit."""
+    return str(await conn.fetchval(WAL_POSITION))
 
 
 @post("/chats/{chat_id:int}/messages")

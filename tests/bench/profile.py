@@ -2,16 +2,26 @@
 read-your-writes mix (a send, then a read with its consistency token).
 
 py-spy (a dev dependency) samples the granian worker of the service, and of the baseline for
-comparison, while wrk saturates it. Only the main thread is counted: it runs all the Python
-(granian's I/O threads are Rust and nearly idle). Each sample is charged to a layer, the
-innermost non-stdlib frame (stdlib frames such as contextlib or asyncio are charged to
-their caller), and the worker's measured CPU time per request turns shares into
-microseconds. Raw stacks (collapsed format, for speedscope or flamegraph.pl) are kept
-under `results/profile/`.
+comparison, while wrk saturates it, without pausing it (`--nonblocking`: pausing a worker
+with many threads for every sample slowed the service four times more than the baseline).
+Python runs on the main thread; other threads' samples (a thread pool, if the app hands work
+to one) are counted too and shown apart. Each sample is charged twice:
+
+- to a component of a request (`COMPONENTS`): the first component, in their order, with a
+  frame anywhere on the stack (an entry such as `authenticate_request`), or else whose own
+  code the innermost non-stdlib frame is; the rest by layer. Components are chosen to exist
+  on both servers (the bearer check, pool checkout, statements, ...), so the difference per
+  request reads off the table;
+- to a layer: the innermost non-stdlib frame's (stdlib frames such as contextlib or asyncio
+  are charged to their caller).
+
+The worker's measured CPU time per request turns shares into microseconds. Raw stacks
+(collapsed format, for speedscope or flamegraph.pl) are kept under `results/profile/`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -48,6 +58,9 @@ LAYERS: list[tuple[str, str]] = [
     ("metrics (prometheus_client, HTTP metrics middleware)", "litestar/plugins/prometheus/"),
     ("metrics (prometheus_client, HTTP metrics middleware)", "app/ops/http_metrics.py"),
     ("logging (structlog)", "structlog/"),
+    ("thread pool handoff (anyio, sniffio, concurrent.futures)", "anyio/"),
+    ("thread pool handoff (anyio, sniffio, concurrent.futures)", "sniffio/"),
+    ("thread pool handoff (anyio, sniffio, concurrent.futures)", "concurrent/futures/"),
     # Authentication: Litestar's JWT middleware and Token before PyJWT (its path has jwt/ too).
     ("auth: Litestar JWT middleware, Token, app's key ring", "litestar/security/"),
     ("auth: Litestar JWT middleware, Token, app's key ring", "litestar/middleware/authentication"),
@@ -71,24 +84,78 @@ LAYERS: list[tuple[str, str]] = [
     (NATIVE, "granian/"),
     ("uvloop", "uvloop/"),
 ]
+THREAD_HOP = "auth: the handoff of `retrieve_user_handler` to a worker thread and back"
+# A request's components, in priority order: (name, frames that put a sample in it wherever
+# they are on the stack, frames that do so only as the innermost non-stdlib frame). Entries
+# must not wrap the rest of the request (a middleware's __call__ does: own-code only).
+COMPONENTS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
+    (
+        "token round trip after a write (pg_current_wal_lsn)",
+        ("_record_position (", "_wal_position (tests/bench/baseline.py"),
+        (),
+    ),
+    ("token read: asking the replica whether it replayed (has_replayed)", ("has_replayed (",), ()),
+    (
+        THREAD_HOP,
+        ("(anyio/", "(sniffio/", "_run_sync_asyncio (", "sync_to_thread ("),
+        ("(concurrent/futures/",),
+    ),
+    (
+        "auth: bearer token check (middleware, PyJWT, token object)",
+        (
+            "authenticate_request (litestar/",
+            "(jwt/",
+            "(litestar/security/",
+            "caller (tests/bench/baseline.py",
+            "(app/api/auth.py",
+            "(app/security/",
+        ),
+        ("AbstractAuthenticationMiddleware.__call__ (", "should_bypass_middleware ("),
+    ),
+    ("strict input (app/api/inputs.py)", ("(app/api/inputs.py",), ()),
+    (
+        "DI: dependency providers (repository, caller)",
+        (
+            "resolve_dependencies (",
+            "(app/api/dependencies.py",
+            "(litestar/di.py",
+            "(litestar/_kwargs/dependencies.py",
+        ),
+        (),
+    ),
+    (
+        "parameters and body (Litestar kwargs and signature model)",
+        ("(litestar/_kwargs/", "(litestar/_signature/", "Request.body (", "Request.stream ("),
+        (),
+    ),
+    (
+        # SQLAlchemy's pool runs in greenlets (`greenlet_spawn`), whose stacks do not show the
+        # `Pool.acquire` that spawned them: the service uses SQLAlchemy for its pool only.
+        "pool: checkout and return",
+        ("Pool.acquire (app/db/pool.py", "(asyncpg/pool.py", "(sqlalchemy/", "(app/db/engine.py"),
+        (),
+    ),
+    (
+        "SQL statements (asyncpg) and rows to structs",
+        ("(asyncpg/", "(app/db/connection.py", "<listcomp> (tests/bench/baseline.py"),
+        (),
+    ),
+    (
+        "response: building and JSON encoding",
+        ("to_asgi_response (", "encode_json (", "ASGIResponse.__init__ (", "Response.__init__ ("),
+        (),
+    ),
+    ("consistency header (before_send hook)", ("add_consistency_token (",), ()),
+    (
+        "HTTP metrics (middleware, prometheus_client)",
+        (),
+        ("(app/ops/http_metrics.py", "(prometheus_client/"),
+    ),
+]
 # Questions asked of the profile: the share of samples with a matching frame anywhere.
 MARKERS: list[tuple[str, tuple[str, ...]]] = [
-    (
-        "auth: the bearer check (middleware or the baseline's `caller`)",
-        (
-            "(litestar/middleware/authentication.py",
-            "(litestar/security/",
-            "(jwt/",
-            "caller (tests/bench/baseline.py",
-        ),
-    ),
-    ("  of which PyJWT", ("(jwt/",)),
-    ("  of which the Token dataclass (litestar Token.decode after PyJWT)", ("Token.decode (",)),
-    (
-        "strict input: StrictRequest.json, check_integer_parameters",
-        ("(app/api/inputs.py",),
-    ),
-    ("HTTP metrics middleware (app/ops/http_metrics.py)", ("(app/ops/http_metrics.py",)),
+    ("auth: PyJWT", ("(jwt/",)),
+    ("auth: Litestar's Token object after PyJWT (Token.decode)", ("Token.decode (",)),
     (
         "SQLAlchemy execute incl. driver",
         ("AsyncConnection.execute (", "Connection.execute (sqlalchemy"),
@@ -110,23 +177,8 @@ MARKERS: list[tuple[str, tuple[str, ...]]] = [
         ("greenlet_spawn (", "await_only (", "_AsyncIoGreenlet"),
     ),
     ("retry wrapper (stamina/tenacity)", ("stamina/", "tenacity/")),
-    ("consistency token query (_record_position)", ("_record_position (",)),
-    ("token read: asking the replica (has_replayed)", ("has_replayed (",)),
-    ("row hydration (Message(*row))", ("<listcomp> (app/domain/", "Message(")),
-    (
-        "DI: resolving dependencies and providers",
-        ("resolve_dependencies (", "litestar/di.py", "app/api/dependencies.py"),
-    ),
-    (
-        "request parsing and validation (signature model)",
-        ("litestar/_signature/", "parse_values_from_connection_kwargs"),
-    ),
-    (
-        "response: to_response + encode (msgspec)",
-        ("to_response (", "to_asgi_response (", "encode_json ("),
-    ),
+    ("row decoding (rows to structs)", ("decode (app/db/connection.py", "<listcomp> (")),
     ("prometheus_client (metric updates)", ("prometheus_client/",)),
-    ("before_send hook (consistency token header)", ("add_consistency_token (",)),
     ("structlog", ("structlog/",)),
 ]
 STDLIB = re.compile(
@@ -145,18 +197,23 @@ class Profile:
     rps: float
     cpu_us_per_req: float
     samples: int = 0
+    components: Counter[str] = field(default_factory=Counter)
     layers: Counter[str] = field(default_factory=Counter)
     markers: Counter[str] = field(default_factory=Counter)
     functions: Counter[str] = field(default_factory=Counter)
 
 
 def analyse(path: Path, profile: Profile) -> Profile:
-    """Fold py-spy's raw (collapsed) stacks of the main thread into `profile`."""
+    """Fold py-spy's raw (collapsed) stacks of the main thread into `profile`.
+
+    Other threads are left out: granian's Rust threads show no Python frames, and a thread
+    pool's workers (if any) were sampled idle in `_worker` nearly always; what handing work to
+    them costs shows on the main thread (`THREAD_HOP`)."""
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         frames = stack.split(";")
         if not frames or "MainThread" not in frames[0]:
-            continue  # granian's Rust threads: no Python frames, nearly no CPU
+            continue
         count = int(count_text)
         frames = frames[1:]
         profile.samples += count
@@ -164,10 +221,20 @@ def analyse(path: Path, profile: Profile) -> Profile:
         profile.layers[layer] += count
         profile.functions[function] += count
         text = ";".join(frames)
+        profile.components[_component(text, function) or f"rest: {layer}"] += count
         for marker, patterns in MARKERS:
             if any(pattern in text for pattern in patterns):
                 profile.markers[marker] += count
     return profile
+
+
+def _component(text: str, innermost: str) -> str | None:
+    """The first component with an entry frame in the stack `text` or whose own code
+    `innermost` (the innermost non-stdlib frame) is."""
+    for name, entries, own in COMPONENTS:
+        if any(entry in text for entry in entries) or any(o in innermost for o in own):
+            return name
+    return None
 
 
 def _layer(frames: list[str]) -> tuple[str, str]:
@@ -223,7 +290,7 @@ def record(
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         py_spy_command = [
             *taskset(config.load_cpus), py_spy, "record", "--pid", str(worker.pid),
-            "--duration", str(round(seconds)), "--rate", "250", "--threads",
+            "--duration", str(round(seconds)), "--rate", "250", "--threads", "--nonblocking",
             "--format", "raw", "--output", str(out),
         ]  # fmt: skip
         subprocess.run(
@@ -251,16 +318,18 @@ def markdown(profiles: list[Profile], code: str = "") -> str:
         "",
         code,
         "",
-        "py-spy at 250 Hz on the granian worker's main thread (it pauses the worker for each "
-        "sample) while wrk saturates it; each sample is charged to its innermost non-stdlib "
-        "frame's layer. us/req = share x the worker's measured CPU per request. Regenerate "
-        "with `just bench profile`.",
+        "py-spy at 250 Hz on the granian worker's main thread, without pausing it "
+        "(`--nonblocking`), while wrk saturates it; each sample is charged to a component of "
+        "the request and to the layer of its innermost non-stdlib frame (`tests/bench/"
+        "profile.py`). us/req = share x the worker's measured CPU per request (under the "
+        "profiler). Regenerate with `just bench profile`.",
         "",
         "| run | req/s | worker CPU us/req | samples |",
         "|---|---:|---:|---:|",
     ]
     for p in profiles:
         lines.append(f"| {p.name} | {p.rps:.0f} | {p.cpu_us_per_req:.0f} | {p.samples} |")
+    lines += _components(profiles)
     names = [p.name for p in profiles]
     header = "| " + " | ".join(["layer (exclusive)", *names]) + " |"
     lines += ["", "## By layer (% of samples, us/req)", "", header]
@@ -291,6 +360,49 @@ def markdown(profiles: list[Profile], code: str = "") -> str:
         for function, count in p.functions.most_common(15):
             lines.append(f"| {100 * count / max(p.samples, 1):.1f} | `{function}` |")
     return "\n".join(lines) + "\n"
+
+
+def _components(profiles: list[Profile]) -> list[str]:
+    """Per component, each service run next to the baseline run after it and the difference."""
+    pairs = [
+        (service, baseline)
+        for service, baseline in itertools.pairwise(profiles)
+        if service.name.startswith("service") and baseline.name.startswith("baseline")
+    ]
+    if not pairs:
+        return []
+
+    def us(profile: Profile, name: str) -> float:
+        return profile.components[name] / max(profile.samples, 1) * profile.cpu_us_per_req
+
+    named = [name for name, _, _ in COMPONENTS]
+    rest = sorted(
+        {name for p in profiles for name in p.components if name not in named},
+        key=lambda name: -sum(us(p, name) for p in profiles),
+    )
+    header = ["component (exclusive, us/req)"]
+    for service, baseline in pairs:
+        header += [service.name, baseline.name, "difference"]
+    lines = [
+        "",
+        "## By component (us/req; the service next to the baseline)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|---:|---:|" * len(pairs),
+    ]
+    for name in [*named, *rest]:
+        cells = []
+        for service, baseline in pairs:
+            a, b = us(service, name), us(baseline, name)
+            cells += [f"{a:.0f}", f"{b:.0f}", f"{a - b:+.0f}"]
+        if any(cell not in {"0", "+0", "-0"} for cell in cells):
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    totals = []
+    for service, baseline in pairs:
+        a, b = service.cpu_us_per_req, baseline.cpu_us_per_req
+        totals += [f"{a:.0f}", f"{b:.0f}", f"{a - b:+.0f}"]
+    lines.append("| **total (worker CPU)** | " + " | ".join(totals) + " |")
+    return lines
 
 
 def _cell(profile: Profile, count: int) -> str:
@@ -342,8 +454,9 @@ def run_profile(bench: Bench, results_dir: Path) -> int:
         if not config.keep_cluster:
             bench.cluster.destroy()
     code = (
-        f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, commit {report.git_commit()}, "
-        f"app/ fingerprint {report.app_fingerprint()}; pools {config.pool_min}/"
+        f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, commit {report.git_commit()}"
+        + (" with uncommitted changes under app/" if report.app_modified() else "")
+        + f", app/ fingerprint {report.app_fingerprint()}; pools {config.pool_min}/"
         f"{config.pool_max}, {config.connections} connections, {config.workers} worker(s) "
         f"(the first one profiled), granian on CPU {config.server_cpus or 'any'}."
     )

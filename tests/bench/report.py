@@ -52,7 +52,7 @@ def machine(pg_version: str) -> dict[str, Any]:
         "wrk": _output(["wrk", "-v"]).splitlines()[0] if _output(["wrk", "-v"]) else "?",
         "packages": packages,
         "commit": git_commit(),
-        "app_modified": bool(_output(["git", "status", "--porcelain", "--", "app"]).strip()),
+        "app_modified": app_modified(),
     }
 
 
@@ -63,6 +63,11 @@ def app_fingerprint() -> str:
         digest.update(str(path.relative_to(ROOT)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
+
+
+def app_modified() -> bool:
+    """Whether app/ differs from the checked-out commit (others may be working in the tree)."""
+    return bool(_output(["git", "status", "--porcelain", "--", "app"]).strip())
 
 
 def git_commit() -> str:
