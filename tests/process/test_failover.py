@@ -10,7 +10,6 @@ docs/high-availability.md.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 
 from app.dev.cluster import EmbeddedCluster, Node
 from tests.support.cluster import TestDatabase, embedded, fetchval, fresh_cluster, wait_until
-from tests.support.faults import log_events
+from tests.support.drills import first_log, more, report, start_traffic
 from tests.support.server import ServerProcess
 from tests.support.traffic import Outcome, Traffic, between, summary
 
@@ -48,26 +47,6 @@ def _serve(database: TestDatabase) -> ServerProcess:
     """The service, given the whole cluster as one host list."""
     host_list = embedded(database).host_list_url
     return ServerProcess(database, DATABASE_URL=host_list, DATABASE_REPLICA_URLS="", **_SERVE)
-
-
-def _chat(server: ServerProcess) -> tuple[int, int]:
-    with httpx.Client(base_url=server.url, timeout=10) as client:
-        user = client.post("/users", json={"username": f"d_{time.time_ns() % 10**12}"}).json()
-        chat = client.post("/chats", json={"member_ids": [user["id"]]}).json()
-    return int(chat["id"]), int(user["id"])
-
-
-def _more(traffic: Traffic, requests: int, what: str) -> None:
-    seen = traffic.count()
-    wait_until(lambda: traffic.count() >= seen + requests, 60, what)
-
-
-def _first_log(server: ServerProcess, event: str, after: float, **fields: str) -> float:
-    def found() -> float | None:
-        times = [t for t in log_events(server.logs(), event, **fields) if t >= after - 0.01]
-        return min(times) if times else None
-
-    return float(wait_until(found, 20, f"log {event!r} {fields}"))
 
 
 def _ready(server: ServerProcess) -> httpx.Response:
@@ -97,19 +76,14 @@ def _check_answers(outcomes: list[Outcome]) -> None:
     assert not wrong, wrong[:5]
 
 
-def _check_exactly_once(
-    server: ServerProcess, primary: Node, outcomes: list[Outcome], chat_id: int, sender_id: int
-) -> dict[str, int]:
+def _check_exactly_once(traffic: Traffic, primary: Node, outcomes: list[Outcome]) -> dict[str, int]:
     """Every acknowledged send is stored once on the primary; resending every unanswered one
     with its key stores it once too."""
     sends = [o for o in outcomes if o.kind == "send" and o.key is not None]
     acknowledged = {o.key for o in sends if o.status in _ANSWERED}
     unanswered = {o.key for o in sends if o.status not in _ANSWERED} - acknowledged
-    with httpx.Client(base_url=server.url, timeout=10) as client:
-        for key in sorted(k for k in unanswered if k is not None):
-            body = {"sender_id": sender_id, "body": f"m {key}", "client_msg_id": key}
-            response = client.post(f"/chats/{chat_id}/messages", json=body)
-            assert response.status_code in _ANSWERED, response.text
+    resent = traffic.resend(sorted(k for k in unanswered if k is not None))
+    assert set(resent.values()) <= _ANSWERED, resent
     keys = sorted(k for k in acknowledged | unanswered if k is not None)
     stored = dict(_rows(primary.url, _STORED, keys))
     assert set(stored) == set(keys), "every acknowledged or resent send is stored"
@@ -137,10 +111,6 @@ def _first_write_after(outcomes: list[Outcome], moment: float) -> float:
     )
     assert done, "no write succeeded after the promotion"
     return done[0] - moment
-
-
-def _report(title: str, **parts: Any) -> None:
-    print(f"\n[timing] {title}: {json.dumps(parts, default=str)}")
 
 
 def _other_standby_follows(server: ServerProcess, cluster: EmbeddedCluster, node: Node) -> str:
@@ -171,25 +141,24 @@ def test_primary_killed_and_a_standby_promoted(cluster: TestDatabase) -> None:
     nodes = embedded(cluster)
     old, promoted, other = nodes.primary, nodes.replicas[0], nodes.replicas[1]
     with _serve(cluster) as server:
-        chat_id, sender_id = _chat(server)
-        traffic = Traffic(server.url, chat_id, sender_id).start()
+        _, traffic = start_traffic(server)
         try:
-            _more(traffic, 150, "traffic before the fault")
+            more(traffic, 150, "traffic before the fault")
             killed_at = time.time()
             nodes.failover("immediate", to=promoted)
             promoted_at = time.time()
-            moved_at = _first_log(server, "primary changed", killed_at)
-            _more(traffic, 200, "traffic after the promotion")
+            moved_at = first_log(server, "primary changed", killed_at)
+            more(traffic, 200, "traffic after the promotion")
             ready = _ready(server).json()
             assert ready["checks"]["postgres:primary"][0]["componentId"] == _member(promoted)
             other_standby = _other_standby_follows(server, nodes, other)
         finally:
             outcomes = traffic.stop()
         _check_answers(outcomes)
-        counts = _check_exactly_once(server, promoted, outcomes, chat_id, sender_id)
+        counts = _check_exactly_once(traffic, promoted, outcomes)
     first_write_s = _first_write_after(outcomes, promoted_at)
     assert first_write_s < 5, first_write_s  # the goal is 2 s at the default 1 s interval
-    _report(
+    report(
         "primary killed (immediate), standby promoted",
         promote_took_ms=round((promoted_at - killed_at) * 1000),
         writer_moved_after_promotion_ms=round((moved_at - promoted_at) * 1000),
@@ -206,34 +175,33 @@ def test_planned_switchover_and_the_old_primary_rejoins(cluster: TestDatabase) -
     nodes = embedded(cluster)
     old, promoted, other = nodes.primary, nodes.replicas[0], nodes.replicas[1]
     with _serve(cluster) as server:
-        chat_id, sender_id = _chat(server)
-        traffic = Traffic(server.url, chat_id, sender_id).start()
+        _, traffic = start_traffic(server)
         try:
-            _more(traffic, 150, "traffic before the switchover")
+            more(traffic, 150, "traffic before the switchover")
             stopped_at = time.time()
             nodes.failover("fast", to=promoted)
             promoted_at = time.time()
-            _first_log(server, "primary changed", stopped_at)
-            _more(traffic, 150, "traffic after the switchover")
+            first_log(server, "primary changed", stopped_at)
+            more(traffic, 150, "traffic after the switchover")
             other_standby = _other_standby_follows(server, nodes, other)
             rejoin_at = time.time()
             assert [node.name for node in nodes.rejoin()] == [old.name]
             rejoined_at = time.time()
-            joined_at = _first_log(server, "member joins the readers", rejoin_at)
+            joined_at = first_log(server, "member joins the readers", rejoin_at)
             wait_until(
                 lambda: fetchval(old.url, _SERVING_READS) > 0, 20, "the old primary serving reads"
             )
-            _more(traffic, 150, "traffic with the old primary as a standby")
+            more(traffic, 150, "traffic with the old primary as a standby")
             member = _cluster_view(server)["members"][_member(old)]
             assert member["role"] == "standby"
             assert member["healthy"] is True
         finally:
             outcomes = traffic.stop()
         _check_answers(outcomes)
-        counts = _check_exactly_once(server, promoted, outcomes, chat_id, sender_id)
+        counts = _check_exactly_once(traffic, promoted, outcomes)
     first_write_s = _first_write_after(outcomes, promoted_at)
     assert first_write_s < 5, first_write_s
-    _report(
+    report(
         "planned switchover (fast stop, promote, rejoin)",
         promote_took_ms=round((promoted_at - stopped_at) * 1000),
         first_write_after_promotion_ms=round(first_write_s * 1000),
@@ -249,15 +217,14 @@ def test_split_brain_refuses_every_write_until_resolved(cluster: TestDatabase) -
     nodes = embedded(cluster)
     old, promoted = nodes.primary, nodes.replicas[0]
     with _serve(cluster) as server:
-        chat_id, sender_id = _chat(server)
-        traffic = Traffic(server.url, chat_id, sender_id).start()
+        _, traffic = start_traffic(server)
         try:
-            _more(traffic, 100, "traffic before the switchover")
+            more(traffic, 100, "traffic before the switchover")
             nodes.failover("fast", to=promoted)
-            _more(traffic, 100, "traffic after the switchover")
+            more(traffic, 100, "traffic after the switchover")
             rogue_at = time.time()
             old.start()  # as it was: no standby.signal, so a second primary
-            detected_at = _first_log(
+            detected_at = first_log(
                 server, "split brain: no write goes to either primary", rogue_at
             )
 
@@ -270,7 +237,7 @@ def test_split_brain_refuses_every_write_until_resolved(cluster: TestDatabase) -
             assert _member(old) in named
             assert _member(promoted) in named
             counts_at_detection = (fetchval(old.url, _MESSAGES), fetchval(promoted.url, _MESSAGES))
-            _more(traffic, 100, "traffic during the split brain")
+            more(traffic, 100, "traffic during the split brain")
             window = between(traffic.outcomes, detected_at + 0.05, time.time())
             sends = [o for o in window if o.kind == "send"]
             assert sends, "sends were tried during the split brain"
@@ -281,17 +248,17 @@ def test_split_brain_refuses_every_write_until_resolved(cluster: TestDatabase) -
             resolved_at = time.time()
             old.stop("fast")
             nodes.rejoin()
-            resumed_at = _first_log(server, "one primary again: writes resume", resolved_at)
-            _more(traffic, 100, "traffic after the split brain")
+            resumed_at = first_log(server, "one primary again: writes resume", resolved_at)
+            more(traffic, 100, "traffic after the split brain")
             assert _ready(server).status_code == 200
         finally:
             outcomes = traffic.stop()
         _check_answers(outcomes)
-        counts = _check_exactly_once(server, promoted, outcomes, chat_id, sender_id)
+        counts = _check_exactly_once(traffic, promoted, outcomes)
     after = [o for o in between(outcomes, resumed_at + 0.5, float("inf")) if o.kind == "send"]
     assert after
     assert {o.status for o in after} <= _ANSWERED
-    _report(
+    report(
         "split brain (old primary started again as a primary)",
         detected_after_start_ms=round((detected_at - rogue_at) * 1000),
         resumed_after_resolution_ms=round((resumed_at - resolved_at) * 1000),

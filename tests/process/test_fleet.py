@@ -7,7 +7,6 @@ The timeline of each restart is printed as `[timing]` (docs/operator.md quotes i
 
 from __future__ import annotations
 
-import base64
 import os
 import time
 
@@ -34,7 +33,7 @@ def _env(database: TestDatabase) -> dict[str, str]:
         "APP_ENV": "production",  # JSON logs: the timeline is read from them
         "DB_SSLMODE": "disable",
         "METRICS_PUBLIC": "true",  # production's requirements, for the settings that have them
-        "AUTH_JWT_KEYS": "drill:" + base64.urlsafe_b64encode(b"k" * 32).decode(),
+        # AUTH_JWT_KEYS: the suite's key (database.env()), the same for every worker
         "WORKERS": "2",
         "DB_POOL_MIN": "2",
         "DB_POOL_MAX": "8",

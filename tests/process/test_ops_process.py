@@ -12,6 +12,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.api import PASSWORD as ACCOUNT_PASSWORD
+from tests.support.api import bearer
 from tests.support.cluster import TestDatabase, wait_until
 from tests.support.redis_server import redis_server
 from tests.support.server import ServerProcess, free_port
@@ -43,7 +45,8 @@ def test_a_password_in_every_url_reaches_no_response_log_or_metric(
             "DB_SSLMODE": "disable",
             "DATABASE_URL": with_password(database.primary_url),
             "DATABASE_REPLICA_URLS": ",".join(with_password(u) for u in database.replica_urls),
-            "REDIS_URL": redis_url,
+            "REDIS_URL": redis_url,  # the login limits count there
+            "METRICS_PUBLIC": "true",  # production's requirement; the metrics are recorded too
         }
         with ServerProcess(database, **env) as server, httpx.Client(base_url=server.url) as http:
             assert record(http.get("/health/ready")).json()["status"] == "pass"
@@ -52,10 +55,13 @@ def test_a_password_in_every_url_reaches_no_response_log_or_metric(
             record(http.get("/health/metrics"))
             record(http.get("/metrics"))
             record(http.get("/schema/openapi.json"))
-            user = record(http.post("/users", json={"username": f"pw_{server.port}"})).json()
-            record(http.post("/users", json={"username": user["username"]}))  # 409
+            account = {"username": f"pw_{server.port}", "password": ACCOUNT_PASSWORD}
+            user = record(http.post("/users", json=account)).json()
+            record(http.post("/users", json=account))  # 409
+            login = record(http.post("/auth/token", json=account)).json()
+            http.headers.update(bearer(login["access_token"]))
             record(http.get("/users/999999999"))  # 404
-            record(http.post("/users", json={"username": "NO"}))  # 400
+            record(http.post("/users", json={**account, "username": "NO"}))  # 400
             record(http.get(f"/users/{user['id']}"))
             redis_process.kill()  # a failing check: its details go to the log
             assert record(http.get("/health/ready", params={"verbose": "true"})).status_code == 503
@@ -77,7 +83,13 @@ def test_the_primary_down_at_start_stops_the_service_with_one_clear_line(
     database: TestDatabase,
 ) -> None:
     dead = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/messenger"
-    server = ServerProcess(database, DATABASE_URL=dead, APP_ENV="production", DB_SSLMODE="disable")
+    server = ServerProcess(
+        database,
+        DATABASE_URL=dead,
+        APP_ENV="production",
+        DB_SSLMODE="disable",
+        METRICS_PUBLIC="true",  # production's requirement, so that the primary is the error
+    )
     try:
         with pytest.raises(AssertionError, match="server exited with"):
             server.start(ready_timeout_s=30)

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from app.dev.cluster import EmbeddedCluster
+from tests.support.api import create_chat, register, send
 from tests.support.cluster import TestDatabase, fetchval, wait_until
 from tests.support.faults import LOCK_WAITERS, TableLock
 from tests.support.pgbouncer import PgBouncer, pgbouncer_binary
@@ -51,34 +52,26 @@ def _conversation(url: str) -> list[str]:
     """Create users and a chat, send, read back with and without the token; problems found."""
     problems = []
     with httpx.Client(base_url=url, timeout=10) as client:
-        users = [
-            client.post("/users", json={"username": f"b_{uuid.uuid4().hex[:16]}"}) for _ in range(2)
-        ]
-        if any(response.status_code != 201 for response in users):
-            return [f"create user: {[r.status_code for r in users]}"]
-        ids = [response.json()["id"] for response in users]
-        chat = client.post("/chats", json={"member_ids": ids})
-        if chat.status_code != 201:
-            return [f"create chat: {chat.status_code}"]
-        chat_id = chat.json()["id"]
+        users = [register(client) for _ in range(2)]
+        chat_id = create_chat(client, users[0], users[1:])["id"]
         for index in range(10):
+            sender = users[index % 2]
             key = uuid.uuid4().hex
-            body = {"sender_id": ids[index % 2], "body": f"hi {index}", "client_msg_id": key}
-            sent = client.post(f"/chats/{chat_id}/messages", json=body)
+            sent = send(client, sender, chat_id, f"hi {index}", client_msg_id=key)
             if sent.status_code != 201:
                 problems.append(f"send: {sent.status_code}")
                 continue
-            token = sent.headers.get("x-consistency-token")
-            if token is None:
+            if "x-consistency-token" not in sent.headers:
                 problems.append("send without a consistency token")
                 continue
-            page = client.get(f"/chats/{chat_id}/messages", headers={"X-Consistency-Token": token})
+            page = client.get(f"/chats/{chat_id}/messages", headers=sender.after(sent))
             if page.status_code != 200 or page.json()["items"][0]["id"] != sent.json()["id"]:
                 problems.append(f"token read: {page.status_code}")
-            again = client.post(f"/chats/{chat_id}/messages", json=body)
+            again = send(client, sender, chat_id, f"hi {index}", client_msg_id=key)
             if again.status_code != 200:
                 problems.append(f"repeat send: {again.status_code}")
-            if client.get(f"/users/{ids[0]}/chats").status_code != 200:
+            own_chats = client.get(f"/users/{users[0].id}/chats", headers=users[0].headers)
+            if own_chats.status_code != 200:
                 problems.append("read without token")
     return problems
 
@@ -101,10 +94,12 @@ def test_a_statement_timeout_through_pgbouncer_answers_503_and_cancels_it(
         _serve(database, bouncer, DB_STATEMENT_TIMEOUT_MS="300") as server,
         httpx.Client(base_url=server.url, timeout=10) as client,
     ):
-        user = client.post("/users", json={"username": f"b_{uuid.uuid4().hex[:16]}"}).json()
+        user = register(client)
         with TableLock(database.primary_url, "users"):
             started = time.monotonic()
-            response = client.put(f"/users/{user['id']}/status", json={"status": "away"})
+            response = client.put(
+                f"/users/{user.id}/status", json={"status": "away"}, headers=user.headers
+            )
             elapsed = time.monotonic() - started
             assert response.status_code == 503
             assert response.headers["retry-after"] == "1"
@@ -116,5 +111,7 @@ def test_a_statement_timeout_through_pgbouncer_answers_503_and_cancels_it(
                 "the timed-out statement to be cancelled on the server",
             )
         assert 0.3 <= elapsed < 2.0
-        again = client.put(f"/users/{user['id']}/status", json={"status": "online"})
+        again = client.put(
+            f"/users/{user.id}/status", json={"status": "online"}, headers=user.headers
+        )
         assert again.status_code == 200

@@ -3,10 +3,13 @@
 Every check schemathesis has (`--checks all`): no 5xx; responses, their headers, status codes
 and content types as documented; data the document calls valid accepted and invalid data
 refused; undocumented methods answered 405 with `Allow`; `OPTIONS` listing exactly the
-documented methods. The one liberty: bodies carry whole numbers as integer literals
-(`schemathesis_hooks.py` says why). The run is bounded (`--max-examples` per operation, a
-fixed seed so CI is reproducible; `SCHEMATHESIS_SEED` overrides it) and runs in a temporary
-directory so nothing is left in the work tree.
+documented methods; a route that needs a token refuses the call without it (`ignored_auth`).
+Every call carries the access token of a user registered for the run, so the routes answer
+as they do for a signed-in user: another user's status or chat list is a documented 403, a
+chat the user is not in a documented 404. The one liberty: bodies carry whole numbers as
+integer literals (`schemathesis_hooks.py` says why). The run is bounded (`--max-examples` per
+operation, a fixed seed so CI is reproducible; `SCHEMATHESIS_SEED` overrides it) and runs in a
+temporary directory so nothing is left in the work tree.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.support.api import register
 from tests.support.cluster import TestDatabase
 from tests.support.server import ServerProcess
 
@@ -33,9 +38,12 @@ def test_the_openapi_surface_survives_fuzzing(database: TestDatabase) -> None:
         pytest.skip("schemathesis is not installed (a dev dependency: uv sync)")
     seed = os.environ.get("SCHEMATHESIS_SEED", "20261128")
     with ServerProcess(database) as server, tempfile.TemporaryDirectory() as workdir:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            user = register(client)
         result = subprocess.run(
             [
                 str(st), "run", f"{server.url}/schema/openapi.json",
+                "--header", f"Authorization: Bearer {user.access_token}",
                 "--checks", CHECKS,
                 "--phases", "examples,coverage,fuzzing",
                 "--max-examples", MAX_EXAMPLES,

@@ -10,73 +10,47 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import httpx
 import pytest
 
 from app.dev.cluster import StopMode
 from tests.support.cluster import TestDatabase, embedded, fetchval, wait_until
-from tests.support.faults import log_events
+from tests.support.drills import first_log, more, report, start_traffic
 from tests.support.server import ServerProcess
-from tests.support.traffic import Outcome, Traffic, between, summary
+from tests.support.traffic import Outcome, between, summary
 
 _SERVE = {"DB_POOL_MIN": "2", "DB_REPLICA_POOL_MIN": "1"}
 _SESSIONS = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
-
-
-def _chat(server: ServerProcess) -> tuple[int, int]:
-    with httpx.Client(base_url=server.url, timeout=10) as client:
-        user = client.post("/users", json={"username": f"f_{time.time_ns() % 10**12}"}).json()
-        chat = client.post("/chats", json={"member_ids": [user["id"]]}).json()
-    return int(chat["id"]), int(user["id"])
-
-
-def _more_traffic(traffic: Traffic, requests: int, what: str) -> None:
-    seen = traffic.count()
-    wait_until(lambda: traffic.count() >= seen + requests, 60, what)
-
-
-def _first_log(server: ServerProcess, event: str, after: float, **fields: str) -> float:
-    def found() -> float | None:
-        times = [t for t in log_events(server.logs(), event, **fields) if t >= after - 0.01]
-        return min(times) if times else None
-
-    return float(wait_until(found, 20, f"log {event!r} {fields}"))
 
 
 def _wrong(outcomes: list[Outcome], allowed: set[int]) -> list[Outcome]:
     return [o for o in outcomes if o.status not in allowed or o.error is not None]
 
 
-def _report(title: str, **parts: Any) -> None:
-    print(f"\n[timing] {title}: {json.dumps(parts, default=str)}")
-
-
 def test_a_killed_replica_fails_no_read_and_returns(fault_cluster: TestDatabase) -> None:
     cluster = embedded(fault_cluster)
     replica = cluster.replicas[0]
     with ServerProcess(fault_cluster, **_SERVE) as server:
-        chat_id, sender_id = _chat(server)
-        traffic = Traffic(server.url, chat_id, sender_id).start()
+        _, traffic = start_traffic(server)
         try:
-            _more_traffic(traffic, 150, "baseline traffic")
+            more(traffic, 150, "baseline traffic")
             killed_at = time.time()
             replica.stop("immediate")
-            removed_at = _first_log(
+            removed_at = first_log(
                 server, "replica taken out of rotation", killed_at, pool="replica-0"
             )
-            _more_traffic(traffic, 150, "traffic with the replica down")
+            more(traffic, 150, "traffic with the replica down")
             ready = httpx.get(f"{server.url}/health/ready", timeout=5)
             assert ready.status_code == 200
             assert ready.json()["status"] == "warn"
             restarted_at = time.time()
             replica.start()
             started_at = time.time()
-            returned_at = _first_log(
+            returned_at = first_log(
                 server, "replica back in rotation", restarted_at, pool="replica-0"
             )
-            _more_traffic(traffic, 150, "traffic after the return")
+            more(traffic, 150, "traffic after the return")
             # Back in rotation means serving reads: its pool reconnects.
             wait_until(
                 lambda: fetchval(replica.url, _SESSIONS, "messenger-replica-0") > 0,
@@ -87,7 +61,7 @@ def test_a_killed_replica_fails_no_read_and_returns(fault_cluster: TestDatabase)
             outcomes = traffic.stop()
     wrong = _wrong(outcomes, {200, 201})
     assert not wrong, wrong[:5]
-    _report(
+    report(
         "replica killed (immediate)",
         removal_after_kill_ms=round((removed_at - killed_at) * 1000),
         return_after_restart_ms=round((returned_at - started_at) * 1000),
@@ -104,13 +78,12 @@ def test_a_paused_replica_leaves_past_the_lag_limit_and_returns(
 ) -> None:
     replica = embedded(fault_cluster).replicas[0]
     with ServerProcess(fault_cluster, DB_REPLICA_MAX_LAG_S="1", **_SERVE) as server:
-        chat_id, sender_id = _chat(server)
-        traffic = Traffic(server.url, chat_id, sender_id).start()
+        _, traffic = start_traffic(server)
         try:
-            _more_traffic(traffic, 150, "baseline traffic")
+            more(traffic, 150, "baseline traffic")
             paused_at = time.time()
             fetchval(replica.url, "SELECT pg_wal_replay_pause()")
-            removed_at = _first_log(
+            removed_at = first_log(
                 server, "replica taken out of rotation", paused_at, pool="replica-0"
             )
             ready = httpx.get(f"{server.url}/health/ready", timeout=5)
@@ -119,13 +92,13 @@ def test_a_paused_replica_leaves_past_the_lag_limit_and_returns(
             assert body["status"] == "warn"
             assert body["checks"]["postgres:replica-0"][0]["status"] == "warn"
             assert body["checks"]["postgres:replica-1"][0]["status"] == "pass"
-            _more_traffic(traffic, 150, "traffic while replica-0 is out")
+            more(traffic, 150, "traffic while replica-0 is out")
             resumed_at = time.time()
             fetchval(replica.url, "SELECT pg_wal_replay_resume()")
-            returned_at = _first_log(
+            returned_at = first_log(
                 server, "replica back in rotation", resumed_at, pool="replica-0"
             )
-            _more_traffic(traffic, 150, "traffic after the return")
+            more(traffic, 150, "traffic after the return")
         finally:
             outcomes = traffic.stop()
     # Every token read found its message (checked per response), nothing failed.
@@ -133,7 +106,7 @@ def test_a_paused_replica_leaves_past_the_lag_limit_and_returns(
     assert not wrong, wrong[:5]
     token_reads = [o for o in between(outcomes, paused_at, resumed_at) if o.kind == "token-read"]
     assert len(token_reads) >= 20
-    _report(
+    report(
         "replay paused, lag limit 1 s",
         removal_after_pause_ms=round((removed_at - paused_at) * 1000),
         return_after_resume_ms=round((returned_at - resumed_at) * 1000),
@@ -149,14 +122,13 @@ def test_a_primary_restart_loses_and_duplicates_no_acknowledged_message(
 ) -> None:
     primary = embedded(fault_cluster).primary
     with ServerProcess(fault_cluster, **_SERVE) as server:
-        chat_id, sender_id = _chat(server)
-        traffic = Traffic(server.url, chat_id, sender_id).start()
+        sender, traffic = start_traffic(server)
         try:
-            _more_traffic(traffic, 150, "baseline traffic")
+            more(traffic, 150, "baseline traffic")
             down_at = time.time()
             primary.stop(mode)
             stopped_at = time.time()
-            _more_traffic(traffic, 30, "traffic during the outage")
+            more(traffic, 30, "traffic during the outage")
             primary.start()
             up_at = time.time()
 
@@ -166,12 +138,12 @@ def test_a_primary_restart_loses_and_duplicates_no_acknowledged_message(
                 return min(ok) if ok else None
 
             recovered_at = float(wait_until(send_succeeded, 30, "a send to succeed again"))
-            _more_traffic(traffic, 150, "traffic after recovery")
+            more(traffic, 150, "traffic after recovery")
         finally:
             outcomes = traffic.stop()
         # A client resends what got no answer, with the same key.
         unanswered = [o.key for o in outcomes if o.kind == "send" and o.status not in (200, 201)]
-        resent = _resend(server.url, chat_id, sender_id, [key for key in unanswered if key])
+        resent = traffic.resend([key for key in unanswered if key])
 
     hung = [o for o in outcomes if o.status is None]
     assert not hung, hung[:5]
@@ -183,13 +155,13 @@ def test_a_primary_restart_loses_and_duplicates_no_acknowledged_message(
     assert not wrong, wrong[:5]
     assert set(resent.values()) <= {200, 201}
     acknowledged = {o.key for o in outcomes if o.kind == "send" and o.status in (200, 201)}
-    counts = _stored_counts(fault_cluster, sender_id)
+    counts = _stored_counts(fault_cluster, sender.id)
     assert all(key is not None and counts.get(key) == 1 for key in acknowledged), (
         "an acknowledged send is missing"
     )
     assert all(counts.get(key) == 1 for key in resent), "a resent message is missing"
     assert all(count == 1 for count in counts.values()), "a message was stored twice"
-    _report(
+    report(
         f"primary restarted ({mode})",
         stop_took_ms=round((stopped_at - down_at) * 1000),
         outage_ms=round((up_at - down_at) * 1000),
@@ -205,15 +177,6 @@ def test_a_primary_restart_loses_and_duplicates_no_acknowledged_message(
         ),
         after_recovery=summary(between(outcomes, recovered_at, float("inf"))),
     )
-
-
-def _resend(url: str, chat_id: int, sender_id: int, keys: list[str]) -> dict[str, int]:
-    statuses = {}
-    with httpx.Client(base_url=url, timeout=10) as client:
-        for key in keys:
-            body = {"sender_id": sender_id, "body": f"m {key}", "client_msg_id": key}
-            statuses[key] = client.post(f"/chats/{chat_id}/messages", json=body).status_code
-    return statuses
 
 
 def _stored_counts(database: TestDatabase, sender_id: int) -> dict[str, int]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.api import Account, user_with_a_chat
 from tests.support.cluster import TestDatabase, fetchval, wait_until
 from tests.support.faults import (
     ACTIVE_QUERIES,
@@ -28,21 +29,18 @@ from tests.support.server import ServerProcess
 _PRIMARY = "messenger-primary"
 
 
-def _user_and_chat(url: str) -> tuple[int, int]:
-    with httpx.Client(base_url=url, timeout=10) as client:
-        user = client.post("/users", json={"username": f"o_{time.time_ns() % 10**12}"}).json()
-        chat = client.post("/chats", json={"member_ids": [user["id"]]}).json()
-    return int(user["id"]), int(chat["id"])
-
-
-async def _burst(url: str, chat_id: int, user_id: int, size: int) -> list[tuple[int, Any, float]]:
+async def _burst(
+    url: str, chat_id: int, sender: Account, size: int
+) -> list[tuple[int, Any, float]]:
     limits = httpx.Limits(max_connections=size, max_keepalive_connections=0)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers=sender.headers, timeout=30, limits=limits
+    ) as client:
 
         async def one(index: int) -> tuple[int, Any, float]:
             started = time.monotonic()
             if index % 2:
-                body = {"sender_id": user_id, "body": f"burst {index}"}
+                body = {"body": f"burst {index}"}
                 response = await client.post(f"/chats/{chat_id}/messages", json=body)
             else:
                 response = await client.get(f"/chats/{chat_id}/messages?limit=20")
@@ -60,8 +58,8 @@ def test_a_burst_far_above_the_pool_gets_only_2xx_or_503(database: TestDatabase)
         "DB_POOL_TIMEOUT_MS": "100",
     }
     with ServerProcess(database, **env) as server:
-        user_id, chat_id = _user_and_chat(server.url)
-        results = asyncio.run(_burst(server.url, chat_id, user_id, 300))
+        sender, chat_id = user_with_a_chat(server.url)
+        results = asyncio.run(_burst(server.url, chat_id, sender, 300))
         statuses = [status for status, _, _ in results]
         assert set(statuses) <= {200, 201, 503}, sorted(set(statuses))
         unavailable = [headers for status, headers, _ in results if status == 503]
@@ -74,7 +72,7 @@ def test_a_burst_far_above_the_pool_gets_only_2xx_or_503(database: TestDatabase)
             10,
             "the writer pool to go idle",
         )
-        after = asyncio.run(_burst(server.url, chat_id, user_id, 4))
+        after = asyncio.run(_burst(server.url, chat_id, sender, 4))
         assert [status for status, _, _ in after].count(503) == 0
     print(
         "\n[timing] burst of 300 on pools of 2: "
@@ -101,10 +99,11 @@ def _abort(sock: socket.socket) -> None:
     sock.close()
 
 
-def _status_request(user_id: int, port: int) -> bytes:
+def _status_request(user: Account, port: int) -> bytes:
     body = b'{"status": "away"}'
     return (
-        f"PUT /users/{user_id}/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"PUT /users/{user.id}/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {user.access_token}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 
@@ -112,8 +111,8 @@ def _status_request(user_id: int, port: int) -> bytes:
 def test_clients_hanging_up_mid_request_leak_no_connection(database: TestDatabase) -> None:
     env = {"DB_POOL_MIN": "2", "DB_POOL_MAX": "2", "DB_POOL_TIMEOUT_MS": "5000"}
     with ServerProcess(database, **env) as server:
-        user_id, _ = _user_and_chat(server.url)
-        request = _status_request(user_id, server.port)
+        user, _ = user_with_a_chat(server.url)
+        request = _status_request(user, server.port)
         with TableLock(database.primary_url, "users"):
             # Two requests hold both connections, blocked on the lock; two more queue for one.
             sockets = [_hang_up_after_sending(server.url, request) for _ in range(4)]

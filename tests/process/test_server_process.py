@@ -13,14 +13,14 @@ from pathlib import Path
 import httpx
 
 from app.dev.cluster import EmbeddedCluster
+from tests.support.api import register
 from tests.support.cluster import TestDatabase, wait_until
 from tests.support.server import ROOT, ServerProcess, free_port
 
 
 def test_serves_and_stops_on_sigterm(database: TestDatabase) -> None:
-    with ServerProcess(database) as server:
-        response = httpx.post(f"{server.url}/users", json={"username": f"proc_{server.port}"})
-        assert response.status_code == 201
+    with ServerProcess(database) as server, httpx.Client(base_url=server.url) as client:
+        register(client)  # registers (201) and logs in
         server.signal(signal.SIGTERM)
         assert server.wait(timeout_s=20) == 0
         assert "pools disposed" in server.logs()
@@ -45,8 +45,8 @@ def test_development_run_brings_its_own_cluster_and_ctrl_c_stops_all(tmp_path: P
     try:
         wait_until(lambda: _ready(port) or process.poll() is not None, 120, "service ready")
         assert process.poll() is None, log.read_text()
-        created = httpx.post(f"http://127.0.0.1:{port}/users", json={"username": "dev_user"})
-        assert created.status_code == 201
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            register(client)  # and logs in, with the key `messenger serve` keeps for development
         env_file = (data / "postgres.env").read_text()
         assert env_file.startswith("DATABASE_URL=postgresql://")
         host_list = env_file.splitlines()[0].removeprefix("DATABASE_URL=postgresql://")

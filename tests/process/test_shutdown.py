@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from tests.support.api import PASSWORD, register
 from tests.support.cluster import TestDatabase, embedded, fetchval, paused, wait_until
 from tests.support.server import ServerProcess
 
@@ -44,6 +45,7 @@ class SteadyLoad:
     """A thread issuing requests back to back until stopped (bounded in count and time)."""
 
     url: str
+    headers: dict[str, str] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -61,7 +63,7 @@ class SteadyLoad:
     def _run(self) -> None:
         deadline = time.monotonic() + 60
         failures = 0
-        with httpx.Client(timeout=10) as client:
+        with httpx.Client(headers=self.headers, timeout=10) as client:
             for _ in range(20_000):
                 if self._stop.is_set() or time.monotonic() > deadline or failures >= 20:
                     return
@@ -130,6 +132,7 @@ def production_server(database: TestDatabase, **env: str) -> Iterator[ServerProc
         database,
         APP_ENV="production",
         DB_SSLMODE="disable",
+        METRICS_PUBLIC="true",  # production's requirement (the test reads no metrics)
         SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_TIMEOUT_S),
         **env,
     ) as server:
@@ -140,23 +143,26 @@ def test_sigterm_under_load_finishes_accepted_requests_and_exits_in_time(
     database: TestDatabase,
 ) -> None:
     with production_server(database) as server:
-        created = httpx.post(f"{server.url}/users", json={"username": f"stop_{server.port}"})
-        assert created.status_code == 201
-        read_url = f"{server.url}/users/{created.json()['id']}"
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            reader = register(client)
+        read_url = f"{server.url}/users/{reader.id}"
         results: list[int | str] = [""] * IN_FLIGHT
 
         def insert(index: int) -> None:
             try:
                 response = httpx.post(
                     f"{server.url}/users",
-                    json={"username": f"drain_{server.port}_{index}"},
+                    json={"username": f"drain_{server.port}_{index}", "password": PASSWORD},
                     timeout=30,
                 )
                 results[index] = response.status_code
             except httpx.HTTPError as error:
                 results[index] = type(error).__name__
 
-        with SteadyLoad(read_url) as reads, SteadyLoad(f"{server.url}/health") as probes:
+        with (
+            SteadyLoad(read_url, reader.headers) as reads,
+            SteadyLoad(f"{server.url}/health") as probes,
+        ):
             wait_until(lambda: len(reads.outcomes) > 20, 10, "steady load running")
             with HeldLock(database.primary_url) as lock:
                 writers = [threading.Thread(target=insert, args=(i,)) for i in range(IN_FLIGHT)]

@@ -13,6 +13,7 @@ import uuid
 
 import httpx
 
+from tests.support.api import Account, user_with_a_chat
 from tests.support.cluster import TestDatabase
 from tests.support.server import ServerProcess
 
@@ -26,15 +27,13 @@ def _served(server: ServerProcess) -> dict[str, float]:
     return {by: float(value) for by, value in _SAMPLE.findall(text)}
 
 
-async def _client(base_url: str, chat_id: int, sender_id: int, pairs: int) -> list[str]:
+async def _client(base_url: str, chat_id: int, sender: Account, pairs: int) -> list[str]:
     """`pairs` sends, each followed by a read with its token; the problems found."""
     problems: list[str] = []
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=base_url, headers=sender.headers, timeout=30) as client:
         for _ in range(pairs):
             body = uuid.uuid4().hex
-            sent = await client.post(
-                f"/chats/{chat_id}/messages", json={"sender_id": sender_id, "body": body}
-            )
+            sent = await client.post(f"/chats/{chat_id}/messages", json={"body": body})
             if sent.status_code != 201:
                 problems.append(f"send answered {sent.status_code}")
                 continue
@@ -50,10 +49,10 @@ async def _client(base_url: str, chat_id: int, sender_id: int, pairs: int) -> li
     return problems
 
 
-async def _drive(server: ServerProcess, chats: list[tuple[int, int]]) -> list[str]:
+async def _drive(server: ServerProcess, chats: list[tuple[Account, int]]) -> list[str]:
     per_client = PAIRS // CLIENTS
     found = await asyncio.gather(
-        *(_client(server.url, chat, sender, per_client) for chat, sender in chats)
+        *(_client(server.url, chat, sender, per_client) for sender, chat in chats)
     )
     return [problem for problems in found for problem in problems]
 
@@ -62,13 +61,7 @@ def test_ten_thousand_token_reads_never_miss_and_stay_on_replicas(
     database: TestDatabase,
 ) -> None:
     with ServerProcess(database, DB_POOL_MIN="4", DB_REPLICA_POOL_MIN="4") as server:
-        chats = []
-        with httpx.Client(base_url=server.url, timeout=10) as client:
-            for index in range(CLIENTS):
-                name = f"ryw_{index}_{time.time_ns() % 10**9}"
-                user = client.post("/users", json={"username": name}).json()
-                chat = client.post("/chats", json={"member_ids": [user["id"]]}).json()
-                chats.append((int(chat["id"]), int(user["id"])))
+        chats = [user_with_a_chat(server.url) for _ in range(CLIENTS)]
         before = _served(server)
         started = time.monotonic()
         problems = asyncio.run(_drive(server, chats))

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.api import user_with_a_chat
 from tests.support.haproxy import HAProxy
 from tests.support.server import PROCESS_TESTS, ROOT, free_port
 
@@ -285,9 +286,7 @@ class Load:
         try:
             if kind == "send":
                 key = uuid.uuid4().hex
-                body: dict[str, object] = {"body": f"m {key}", "client_msg_id": key}
-                if not self.member.headers:  # with accounts the sender is the caller
-                    body["sender_id"] = self.member.user_id
+                body = {"body": f"m {key}", "client_msg_id": key}
                 response = client.post(f"/chats/{self.member.chat_id}/messages", json=body)
             else:
                 response = client.get(f"/chats/{self.member.chat_id}/messages?limit=5")
@@ -305,7 +304,7 @@ class Load:
 
 @dataclass(frozen=True)
 class Member:
-    """A user with a chat of their own, and what their requests carry to authenticate."""
+    """A user with a chat of their own, and what their requests carry (their access token)."""
 
     chat_id: int
     user_id: int
@@ -313,26 +312,9 @@ class Member:
 
 
 def make_member(url: str) -> Member:
-    """A user and a chat of theirs, created through `url`. Where the service has accounts
-    (`/auth/token`), the user registers with a password and logs in; otherwise requests go
-    without credentials."""
-    password = f"fleet-{uuid.uuid4().hex}"
-    username = f"fleet_{time.time_ns() % 10**12}"
-    with httpx.Client(base_url=url, timeout=10) as client:
-        user = client.post("/users", json={"username": username, "password": password})
-        if user.status_code == 400 and "password" in user.text:  # no accounts: no password
-            user = client.post("/users", json={"username": username})
-        assert user.status_code == 201, user.text
-        user_id = int(user.json()["id"])
-        headers: dict[str, str] = {}
-        login = client.post("/auth/token", json={"username": username, "password": password})
-        if login.status_code == 200:
-            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
-        chat = client.post(
-            "/chats", json={"title": "fleet", "member_ids": [user_id]}, headers=headers
-        )
-        assert chat.status_code == 201, chat.text
-        return Member(int(chat.json()["id"]), user_id, headers)
+    """A user who has logged in and a chat of theirs, created through `url`."""
+    account, chat_id = user_with_a_chat(url)
+    return Member(chat_id, account.id, account.headers)
 
 
 def main() -> int:

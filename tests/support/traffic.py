@@ -2,8 +2,9 @@
 
 One background thread alternates: a send (always with a fresh `client_msg_id`), a read of
 the chat's newest messages, and a read carrying the last send's `X-Consistency-Token`, which
-must contain that message. It paces itself (`gap_s`) and stops by itself after `max_s` or
-`max_requests`, or when `stop()` is called.
+must contain that message. Every request carries the access token of a member of the chat
+(who is the sender). It paces itself (`gap_s`) and stops by itself after `max_s` or
+`max_requests`, or when `stop()` is called; `resend` sends again what got no answer.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.api import bearer
 from tests.support.faults import latency_summary
 
 
@@ -36,7 +38,7 @@ class Outcome:
 class Traffic:
     base_url: str
     chat_id: int
-    sender_id: int
+    access_token: str  # of the sender, a member of the chat
     gap_s: float = 0.01
     timeout_s: float = 10.0
     max_s: float = 180.0
@@ -59,10 +61,32 @@ class Traffic:
     def count(self) -> int:
         return len(self.outcomes)
 
+    def resend(self, keys: list[str]) -> dict[str, int]:
+        """Send again, with the same key and body, the messages of `keys` (as a client does
+        with a send that got no answer): the status of each."""
+        with self._client() as client:
+            return {
+                key: client.post(self._messages, json=self._message(key)).status_code
+                for key in keys
+            }
+
+    @property
+    def _messages(self) -> str:
+        return f"/chats/{self.chat_id}/messages"
+
+    def _client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url, headers=bearer(self.access_token), timeout=self.timeout_s
+        )
+
+    @staticmethod
+    def _message(key: str) -> dict[str, str]:
+        return {"body": f"m {key}", "client_msg_id": key}
+
     def _run(self) -> None:
         deadline = time.monotonic() + self.max_s
         token: tuple[str, int] | None = None  # (token, message id) of the last send
-        with httpx.Client(base_url=self.base_url, timeout=self.timeout_s) as client:
+        with self._client() as client:
             for index in range(self.max_requests):
                 if self._stop.is_set() or time.monotonic() > deadline:
                     return
@@ -87,9 +111,8 @@ class Traffic:
 
     def _send(self, client: httpx.Client) -> tuple[str, int] | None:
         key = uuid.uuid4().hex
-        body = {"sender_id": self.sender_id, "body": f"m {key}", "client_msg_id": key}
         response, at, latency, error = self._request(
-            client, "POST", f"/chats/{self.chat_id}/messages", json=body
+            client, "POST", self._messages, json=self._message(key)
         )
         if response is None:
             self.outcomes.append(Outcome("send", at, latency, None, key=key, error=error))
@@ -111,7 +134,7 @@ class Traffic:
     def _read(self, client: httpx.Client, token: tuple[str, int] | None) -> None:
         headers = {"X-Consistency-Token": token[0]} if token else {}
         response, at, latency, error = self._request(
-            client, "GET", f"/chats/{self.chat_id}/messages?limit=5", headers=headers
+            client, "GET", f"{self._messages}?limit=5", headers=headers
         )
         kind = "token-read" if token else "read"
         if response is None:
