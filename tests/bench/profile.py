@@ -58,9 +58,9 @@ LAYERS: list[tuple[str, str]] = [
     ("metrics (prometheus_client, HTTP metrics middleware)", "litestar/plugins/prometheus/"),
     ("metrics (prometheus_client, HTTP metrics middleware)", "app/ops/http_metrics.py"),
     ("logging (structlog)", "structlog/"),
-    ("thread pool handoff (anyio, sniffio, concurrent.futures)", "anyio/"),
-    ("thread pool handoff (anyio, sniffio, concurrent.futures)", "sniffio/"),
-    ("thread pool handoff (anyio, sniffio, concurrent.futures)", "concurrent/futures/"),
+    ("anyio task groups (Litestar's DI of 2+ dependencies)", "anyio/"),
+    ("anyio task groups (Litestar's DI of 2+ dependencies)", "sniffio/"),
+    ("thread pool handoff (concurrent.futures)", "concurrent/futures/"),
     # Authentication: Litestar's JWT middleware and Token before PyJWT (its path has jwt/ too).
     ("auth: Litestar JWT middleware, Token, app's key ring", "litestar/security/"),
     ("auth: Litestar JWT middleware, Token, app's key ring", "litestar/middleware/authentication"),
@@ -84,7 +84,7 @@ LAYERS: list[tuple[str, str]] = [
     (NATIVE, "granian/"),
     ("uvloop", "uvloop/"),
 ]
-THREAD_HOP = "auth: the handoff of `retrieve_user_handler` to a worker thread and back"
+THREAD_HOP = "auth: a sync `retrieve_user_handler` run in a worker thread (the handoff)"
 # A request's components, in priority order: (name, frames that put a sample in it wherever
 # they are on the stack, frames that do so only as the innermost non-stdlib frame). Entries
 # must not wrap the rest of the request (a middleware's __call__ does: own-code only).
@@ -97,7 +97,7 @@ COMPONENTS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("token read: asking the replica whether it replayed (has_replayed)", ("has_replayed (",), ()),
     (
         THREAD_HOP,
-        ("(anyio/", "(sniffio/", "_run_sync_asyncio (", "sync_to_thread ("),
+        ("AsyncCallable.__call__ (", "sync_to_thread (", "_run_sync_asyncio ("),
         ("(concurrent/futures/",),
     ),
     (
@@ -114,12 +114,17 @@ COMPONENTS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ),
     ("strict input (app/api/inputs.py)", ("(app/api/inputs.py",), ()),
     (
-        "DI: dependency providers (repository, caller)",
+        # Litestar resolves two or more independent dependencies in an anyio task group (a
+        # task each); one is awaited directly.
+        "DI: dependencies (a task group when two or more), providers",
         (
             "resolve_dependencies (",
+            "resolve_dependency (",
             "(app/api/dependencies.py",
             "(litestar/di.py",
             "(litestar/_kwargs/dependencies.py",
+            "(anyio/",
+            "(sniffio/",
         ),
         (),
     ),
