@@ -24,7 +24,7 @@ from tests.bench import report
 from tests.bench.auth import BenchAuth
 from tests.bench.load import Result, Run, ensure_wrk, run_wrk
 from tests.bench.seed import BenchCluster, DataSet
-from tests.bench.servers import RssSampler, Server, http
+from tests.bench.servers import RssSampler, Server, cpu_used, http
 
 DATA_DIR = Path(os.environ.get("BENCH_DATA_DIR") or tempfile.gettempdir()) / "messenger-bench"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -200,7 +200,7 @@ class Bench:
         before = self.max_message_id() if count_sends else 0
         token_reads = self.token_reads(server)
         self.cluster.reset_statement_stats()
-        cpu_server, cpu_pg = server.cpu_seconds(), self.cluster.cpu_seconds()
+        server_before, pg_before = server.cpu_snapshot(), self.cluster.cpu_snapshot()
         with RssSampler(server) as rss:
             run = run_wrk(
                 server.url,
@@ -211,8 +211,8 @@ class Bench:
                 cpus=self.config.load_cpus if load_cpus is None else load_cpus,
                 env=wrk_env,
             )
-        cpu_server = server.cpu_seconds() - cpu_server
-        cpu_pg = self.cluster.cpu_seconds() - cpu_pg
+        cpu_server = cpu_used(server_before, server.cpu_snapshot())
+        cpu_pg = cpu_used(pg_before, self.cluster.cpu_snapshot())
         if token_reads is not None:
             after = self.token_reads(server) or {}
             for served_by, count in after.items():

@@ -16,7 +16,7 @@ import psutil
 
 from app.dev.cluster import EmbeddedCluster, Node
 from app.schema.migrate import upgrade
-from tests.bench.servers import cpu_seconds
+from tests.bench.servers import cpu_by_process, cpu_seconds
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,10 @@ class BenchCluster:
     def cpu_seconds(self) -> float:
         """User + system CPU time of the cluster's live processes."""
         return cpu_seconds(self.processes())
+
+    def cpu_snapshot(self) -> dict[int, float]:
+        """CPU time of each of the cluster's live processes (`servers.cpu_used` takes two)."""
+        return cpu_by_process(self.processes())
 
     def pin(self, cpus: list[int]) -> None:
         """Pin every server process (and so the backends they fork later) to `cpus`."""

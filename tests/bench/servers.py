@@ -156,6 +156,10 @@ class Server:
         """User + system CPU time of the whole tree so far."""
         return cpu_seconds(self.processes())
 
+    def cpu_snapshot(self) -> dict[int, float]:
+        """CPU time of each process of the tree so far (`cpu_used` takes two)."""
+        return cpu_by_process(self.processes())
+
     def logs(self) -> str:
         return Path(self._log.name).read_text(errors="replace")
 
@@ -185,14 +189,27 @@ class Server:
 
 def cpu_seconds(processes: list[psutil.Process]) -> float:
     """User + system CPU time of `processes`, ignoring those that have gone."""
-    total = 0.0
+    return sum(cpu_by_process(processes).values())
+
+
+def cpu_by_process(processes: list[psutil.Process]) -> dict[int, float]:
+    """User + system CPU time of each of `processes` by pid, ignoring those that have gone."""
+    seconds: dict[int, float] = {}
     for proc in processes:
         try:
             times = proc.cpu_times()
         except psutil.Error:
             continue
-        total += times.user + times.system
-    return total
+        seconds[proc.pid] = times.user + times.system
+    return seconds
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU time used between two `cpu_by_process` snapshots by the processes alive at the
+    second (new ones count whole). A process that exited in between is left out rather than
+    subtracted: a PostgreSQL backend or autovacuum worker that ended mid-run once made the
+    cluster's CPU per request come out near zero."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 class RssSampler:
