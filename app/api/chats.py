@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from litestar import Response, post
+from typing import Any
+
+from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
@@ -33,9 +35,9 @@ class ChatController(ApiController):
         self,
         data: JSONBody[CreateChat],
         chats: NamedDependency[ChatRepository],
-        caller: NamedDependency[Caller],
+        request: Request[Caller, Any, Any],
     ) -> Chat:
-        return await chats.create(caller.id, data.title, data.member_ids)
+        return await chats.create(request.user.id, data.title, data.member_ids)
 
     @read(
         "/{chat_id:str}",
@@ -46,9 +48,9 @@ class ChatController(ApiController):
         self,
         chat_id: PathId,
         chats: NamedDependency[ChatRepository],
-        caller: NamedDependency[Caller],
+        request: Request[Caller, Any, Any],
     ) -> Chat:
-        return await chats.get(chat_id, caller.id)
+        return await chats.get(chat_id, request.user.id)
 
     @post(
         "/{chat_id:str}/messages",
@@ -71,9 +73,11 @@ class ChatController(ApiController):
         chat_id: PathId,
         data: JSONBody[SendMessage],
         messages: NamedDependency[MessageRepository],
-        caller: NamedDependency[Caller],
+        request: Request[Caller, Any, Any],
     ) -> Response[Message]:
-        message, created = await messages.send(chat_id, caller.id, data.body, data.client_msg_id)
+        message, created = await messages.send(
+            chat_id, request.user.id, data.body, data.client_msg_id
+        )
         return Response(message, status_code=201 if created else 200)
 
     @read(
@@ -85,8 +89,8 @@ class ChatController(ApiController):
         self,
         chat_id: PathId,
         messages: NamedDependency[MessageRepository],
-        caller: NamedDependency[Caller],
+        request: Request[Caller, Any, Any],
         limit: Limit = 50,
         before: Cursor = None,
     ) -> MessagePage:
-        return await messages.page(chat_id, caller.id, before, limit)
+        return await messages.page(chat_id, request.user.id, before, limit)

@@ -1,5 +1,9 @@
 """Litestar dependency providers: the repositories, over the request's `DbSession`.
 
+Handlers take the caller from `request.user` (set by the JWT middleware), not from a provider:
+Litestar resolves two or more dependencies of a handler in an anyio task group, which the
+benchmark's profile put at 60-100 us per request; one provider per handler avoids it.
+
 Each provider takes only the request (a reserved, free argument) and builds the repository
 over the request's `DbSession`, made on first use by `app.api.consistency`, so every
 repository of one request shares it. One provider level instead of two saved a DI
@@ -13,7 +17,6 @@ from typing import Any
 from litestar import Request
 from litestar.di import Provide
 
-from app.api.auth import Caller
 from app.api.consistency import db_session
 from app.domain.accounts import AccountRepository
 from app.domain.chats import ChatRepository
@@ -37,14 +40,8 @@ def provide_accounts(request: Request[Any, Any, Any]) -> AccountRepository:
     return AccountRepository(db_session(request))
 
 
-def provide_caller(request: Request[Caller, Any, Any]) -> Caller:
-    """Who the access token says sent the request (set by the JWT middleware)."""
-    return request.user
-
-
 DEPENDENCIES = {
     "accounts": Provide(provide_accounts, sync_to_thread=False),
-    "caller": Provide(provide_caller, sync_to_thread=False),
     "users": Provide(provide_users, sync_to_thread=False),
     "chats": Provide(provide_chats, sync_to_thread=False),
     "messages": Provide(provide_messages, sync_to_thread=False),

@@ -75,9 +75,9 @@ class UserController(ApiController):
         user_id: PathId,
         data: JSONBody[SetStatus],
         users: NamedDependency[UserRepository],
-        caller: NamedDependency[Caller],
+        request: Request[Caller, Any, Any],
     ) -> User:
-        _only_yourself(caller, user_id, "change the status of")
+        _only_yourself(request.user, user_id, "change the status of")
         return await users.set_status(user_id, data.status)
 
     @read(
@@ -91,11 +91,11 @@ class UserController(ApiController):
         self,
         user_id: PathId,
         chats: NamedDependency[ChatRepository],
-        caller: NamedDependency[Caller],
+        request: Request[Caller, Any, Any],
         limit: Limit = 50,
         after: Cursor = None,
     ) -> ChatPage:
-        _only_yourself(caller, user_id, "list the chats of")
+        _only_yourself(request.user, user_id, "list the chats of")
         return await chats.of_user(user_id, after or 0, limit)
 
 
