@@ -56,8 +56,11 @@ def taskset(cpus: str | None) -> list[str]:
 class Server:
     """A granian process tree: `python -m app serve` (the service) or the baseline app."""
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, command: list[str], env: dict[str, str], cwd: Path = ROOT
+    ) -> None:
         self.name = name
+        self.cwd = cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._command = command
@@ -68,10 +71,13 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def service(cls, env: dict[str, str], workers: int, cpus: str | None) -> Server:
-        """The service as production runs it (`python -m app serve` -> granian, uvloop)."""
+    def service(
+        cls, env: dict[str, str], workers: int, cpus: str | None, cwd: Path = ROOT
+    ) -> Server:
+        """The service as production runs it (`python -m app serve` -> granian, uvloop);
+        `cwd`: another copy of the tree, whose `app` then comes first on `sys.path`."""
         command = [*taskset(cpus), sys.executable, "-m", "app", "serve"]
-        return cls("service", command, {**env, "WORKERS": str(workers)})
+        return cls("service", command, {**env, "WORKERS": str(workers)}, cwd)
 
     @classmethod
     def baseline(cls, env: dict[str, str], workers: int, cpus: str | None) -> Server:
@@ -91,7 +97,7 @@ class Server:
         command = [part.replace("{port}", str(self.port)) for part in self._command]
         self.process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=self.cwd,
             env=self._env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
