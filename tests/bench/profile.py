@@ -327,7 +327,8 @@ def markdown(profiles: list[Profile], code: str = "") -> str:
         "(`--nonblocking`), while wrk saturates it; each sample is charged to a component of "
         "the request and to the layer of its innermost non-stdlib frame (`tests/bench/"
         "profile.py`). us/req = share x the worker's measured CPU per request (under the "
-        "profiler). Regenerate with `just bench profile`.",
+        "profiler). Regenerate with `just bench profile`. What the components are and what "
+        "would close each gap: docs/performance.md (Where the difference goes).",
         "",
         "| run | req/s | worker CPU us/req | samples |",
         "|---|---:|---:|---:|",
