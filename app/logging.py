@@ -62,7 +62,9 @@ def configure_logging(settings: Settings) -> None:
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[settings.log_level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line (PrintLogger writes the line and its newline apart): the workers
+        # share stderr, and two writes let another worker's line land between them.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         # Cached loggers ignore later configuration, which tests rely on (capture_logs).
         cache_logger_on_first_use=settings.app_env != "test",
     )
