@@ -131,6 +131,10 @@ def _install_events(engine: AsyncEngine, name: str, pool: PoolSettings) -> None:
         record.info[_RECYCLE_AT] = time.monotonic() + lifetime * (
             1 - RECYCLE_JITTER * random.random()  # noqa: S311 - jitter, not security
         )
+        # The record outlives its connections: a fresh one is not idle, so no ping for it
+        # (a stale mark made SQLAlchemy ping a brand-new connection during a restart and give
+        # up on the checkout with InvalidRequestError after its second failed attempt).
+        record.info.pop(CHECKED_IN_AT, None)
         log.debug("connection opened", pool=name)
 
     @event.listens_for(target, "checkin")

@@ -84,17 +84,20 @@ def is_transient(error: BaseException) -> bool:
     code = sqlstate_of(error)
     if code is not None:
         return code.startswith("08") or code in _TRANSIENT_SQLSTATES
-    for item in _chain(error):
-        if isinstance(item, sa_exc.DBAPIError) and item.connection_invalidated:
-            return True
-        # Refused, reset, unreachable, and asyncpg's connect timeout (TimeoutError is an
-        # OSError); a statement's client-side timeout arrives as CommandTimeoutError instead.
-        if isinstance(item, OSError):
-            return True
-        if type(item).__name__ in {"InterfaceError", "InternalClientError"}:
-            message = str(item).lower()
-            if any(phrase in message for phrase in _CONNECTION_LOST):
-                return True
+    return any(_connection_lost(item) for item in _chain(error))
+
+
+def _connection_lost(item: BaseException) -> bool:
+    """One link of an error's chain says the connection is gone (or never came)."""
+    if isinstance(item, sa_exc.DBAPIError) and item.connection_invalidated:
+        return True
+    # Refused, reset, unreachable, and asyncpg's connect timeout (TimeoutError is an
+    # OSError); a statement's client-side timeout arrives as CommandTimeoutError instead.
+    if isinstance(item, OSError) or _checkout_gave_up(item):
+        return True
+    if type(item).__name__ in {"InterfaceError", "InternalClientError"}:
+        message = str(item).lower()
+        return any(phrase in message for phrase in _CONNECTION_LOST)
     return False
 
 
@@ -136,3 +139,11 @@ def is_read_only(error: BaseException) -> bool:
     """Whether the server refused a write because it is a standby (SQLSTATE 25006): nothing
     was written, and the connection is on the wrong server."""
     return sqlstate_of(error) == _READ_ONLY
+
+
+def _checkout_gave_up(item: BaseException) -> bool:
+    """A checkout whose connection failed its ping twice (a server restarting under it):
+    SQLAlchemy gives up with "This connection is closed"; nothing was sent."""
+    if isinstance(item, sa_exc.DisconnectionError):
+        return True
+    return isinstance(item, sa_exc.InvalidRequestError) and "connection is closed" in str(item)

@@ -150,3 +150,14 @@ def test_other_interface_errors_are_not_transient() -> None:
     busy = asyncpg.InterfaceError("cannot perform operation: another operation is in progress")
     assert not is_transient(wrapped(busy))
     assert not is_transient(ValueError("not a database error"))
+
+
+def test_a_checkout_that_gave_up_on_a_restarting_server_is_transient() -> None:
+    """SQLAlchemy gives up a checkout whose connection failed its ping twice with
+    `InvalidRequestError("This connection is closed")`: nothing was sent, so it is retried
+    (it answered 500 during a primary restart once)."""
+    from sqlalchemy import exc as sa_exc
+
+    assert is_transient(sa_exc.InvalidRequestError("This connection is closed"))
+    assert is_transient(sa_exc.DisconnectionError("connection failed its ping"))
+    assert not is_transient(sa_exc.InvalidRequestError("some other misuse"))
