@@ -30,6 +30,9 @@ _READ_ONLY = "25006"  # read_only_sql_transaction: a standby (or a demoted prima
 _CLOSED_BEFORE_SEND = "connection is closed"
 # Driver errors without a SQLSTATE whose text says the connection went away.
 _CONNECTION_LOST = ("connection is closed", "connection was closed", "connection lost")
+# asyncpg's InternalClientError when an operation starts while its protocol is still in
+# another state: raised by the state switch that precedes writing the first message.
+_OUT_OF_STEP_BEFORE_SEND = "cannot switch to state "
 
 
 class DatabaseUnavailableError(Exception):
@@ -95,22 +98,36 @@ def _connection_lost(item: BaseException) -> bool:
     # OSError); a statement's client-side timeout arrives as CommandTimeoutError instead.
     if isinstance(item, OSError) or _checkout_gave_up(item):
         return True
-    if type(item).__name__ in {"InterfaceError", "InternalClientError"}:
+    if _out_of_step(item):
+        return True
+    if type(item).__name__ == "InterfaceError":
         message = str(item).lower()
         return any(phrase in message for phrase in _CONNECTION_LOST)
     return False
 
 
+def _out_of_step(item: BaseException) -> bool:
+    """asyncpg's protocol lost track of the server: its `InternalClientError`. Seen when the
+    server ends a session (a primary shutting down, `pg_terminate_backend`) while a statement
+    is being prepared: about 1 termination in 4 here, and the same in SQLAlchemy issue 13241.
+    The connection is unusable, like a lost one (it is closed by then)."""
+    return type(item).__name__ == "InternalClientError" and type(item).__module__.startswith(
+        "asyncpg"
+    )
+
+
 def never_sent(error: BaseException) -> bool:
-    """Whether the statement provably never reached the server: the driver refused to use a
-    connection it had already seen close. Any write may be retried after such a failure."""
+    """Whether the statement provably never reached the server for execution: the driver
+    refused to use a connection it had already seen close, or its protocol refused to start
+    the statement's next message (a FATAL error ended the session during the prepare, which
+    executes nothing). Any write may be retried after such a failure."""
     for item in _chain(error):
-        module = type(item).__module__
-        if (
-            type(item).__name__ == "InterfaceError"
-            and module.startswith("asyncpg")
-            and _CLOSED_BEFORE_SEND in str(item)
-        ):
+        if not type(item).__module__.startswith("asyncpg"):
+            continue
+        name, message = type(item).__name__, str(item)
+        if name == "InterfaceError" and _CLOSED_BEFORE_SEND in message:
+            return True
+        if name == "InternalClientError" and message.startswith(_OUT_OF_STEP_BEFORE_SEND):
             return True
     return False
 

@@ -158,6 +158,11 @@ class Pool:
                 # Closing does I/O: shielded, so a cancelled request cannot interrupt it.
                 await asyncio.shield(greenlet_spawn(fairy.invalidate, error))
             raise
+        else:
+            if connection.driver.is_closed():
+                # The session ended under a failure the borrower chose to absorb (the
+                # best-effort commit position): the next borrower would only fail on it.
+                await asyncio.shield(greenlet_spawn(fairy.invalidate))
         finally:
             # Returning a healthy (or already invalidated) connection does no I/O, so this
             # never suspends and a cancellation cannot cut it short; no shield task needed.

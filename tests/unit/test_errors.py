@@ -161,3 +161,37 @@ def test_a_checkout_that_gave_up_on_a_restarting_server_is_transient() -> None:
     assert is_transient(sa_exc.InvalidRequestError("This connection is closed"))
     assert is_transient(sa_exc.DisconnectionError("connection failed its ping"))
     assert not is_transient(sa_exc.InvalidRequestError("some other misuse"))
+
+
+# asyncpg's own texts (coreproto.pyx): the first two are raised when an operation starts on a
+# protocol still in another state, before its message is written; the last after a result.
+_OUT_OF_STEP_AT_START = [
+    asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
+    asyncpg.InternalClientError('cannot switch to state 11; protocol is in the "failed" state'),
+]
+
+
+@pytest.mark.parametrize("error", _OUT_OF_STEP_AT_START)
+def test_a_protocol_out_of_step_at_the_start_is_transient_and_never_sent(error: Exception) -> None:
+    """A session ended by the server during a prepare leaves asyncpg's protocol out of step:
+    the statement's next message is refused before it is written (it answered 500 during
+    primary stops until this was classified)."""
+    assert is_transient(error)
+    assert is_transient(wrapped(error))
+    assert never_sent(wrapped(error))
+
+
+def test_a_protocol_out_of_step_after_a_result_is_transient_but_may_have_been_sent() -> None:
+    after_result = asyncpg.InternalClientError(
+        'cannot switch to "idle" state; protocol is in the "failed" state'
+    )
+    assert is_transient(wrapped(after_result))
+    assert not never_sent(wrapped(after_result))
+
+
+def test_an_internal_client_error_of_another_library_is_not_transient() -> None:
+    class InternalClientError(Exception):
+        """Same name, not asyncpg's."""
+
+    assert not is_transient(InternalClientError("cannot switch to state 12"))
+    assert not never_sent(InternalClientError("cannot switch to state 12"))
