@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
-from app.api.auth import Caller
+from app.api.bearer import Caller
 from app.api.controller import ApiController
 from app.api.methods import read
 from app.api.problems import problem_responses

@@ -8,7 +8,8 @@ from litestar import Request, post, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from app.api.auth import NO_TOKEN, Authentication, Caller
+from app.api.auth import NO_TOKEN, Authentication
+from app.api.bearer import Caller
 from app.api.controller import ApiController
 from app.api.methods import read
 from app.api.problems import problem_responses

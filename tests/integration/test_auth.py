@@ -119,6 +119,37 @@ def test_expired_tampered_wrong_key_unknown_kid_and_alg_none_are_refused(
         _assert_unauthorized(api.get("/users", headers=bearer(token)), invalid_token=True)
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"sub": "0"}, id="subject zero"),
+        pytest.param({"sub": "-5"}, id="negative subject"),
+        pytest.param({"sub": str(2**63)}, id="subject beyond bigint"),
+        pytest.param({"sub": "１２"}, id="non-ASCII digits"),
+        pytest.param({"sub": "alice"}, id="not an id"),
+        pytest.param({"sub": 12}, id="numeric subject"),
+        pytest.param({"iat": datetime.now(UTC) + timedelta(minutes=10)}, id="issued in the future"),
+        pytest.param({"iss": "someone-else"}, id="another issuer"),
+    ],
+)
+def test_signed_tokens_with_claims_out_of_bounds_are_refused(
+    api: TestClient[Litestar], changes: dict[str, Any]
+) -> None:
+    """Signed with the right key: only the claims are wrong."""
+    token = jwt.encode(_claims(1, **changes), KEY, ALGORITHM, headers={"kid": "test-1"})
+    _assert_unauthorized(api.get("/users", headers=bearer(token)), invalid_token=True)
+
+
+def test_the_scheme_is_case_insensitive_and_the_first_header_counts(
+    api: TestClient[Litestar],
+) -> None:
+    user = create_user(api)
+    token = AccessTokens({"test-1": KEY}, "test-1", ttl_s=60).issue(user["id"])
+    assert api.get("/users", headers={"Authorization": f"bearer {token}"}).status_code == 200
+    twice = [("Authorization", "Bearer not-a-jwt"), ("Authorization", f"Bearer {token}")]
+    _assert_unauthorized(api.get("/users", headers=twice), invalid_token=True)
+
+
 def test_a_deleted_users_token_reaches_nothing_and_cannot_be_refreshed(
     api: TestClient[Litestar], database: TestDatabase
 ) -> None:
