@@ -12,7 +12,10 @@ from app.db.session import DbSession
 
 _CREDENTIALS = Query(
     "SELECT id, password_hash FROM users WHERE username = $1",
-    lambda row: (int(row[0]), row[1] if row[1] is None else str(row[1])),
+    lambda user_id, password_hash: (
+        int(user_id),
+        password_hash if password_hash is None else str(password_hash),
+    ),
 )
 _SET_PASSWORD = Scalar("UPDATE users SET password_hash = $2 WHERE id = $1 RETURNING true", bool)
 _SET_PASSWORD_BY_NAME = Scalar(
@@ -38,7 +41,7 @@ _ROTATE = Query(
     "  SELECT family, user_id, $2, now() + make_interval(secs => $3) FROM spent"
     "  RETURNING user_id"
     ") SELECT user_id FROM fresh",
-    lambda row: int(row[0]),
+    int,
 )
 # A spent token presented again: revoke its whole family (the thief's and the owner's).
 _REVOKE_IF_REUSED = Scalar(

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from app.db.connection import Connection, Query, Scalar, rows_of
+from app.db.connection import Connection, Query, Scalar
 from app.db.session import DbSession
 from app.domain.errors import NotFoundError
 from app.domain.records import Chat, ChatPage
 
-_CHAT = rows_of(Chat)
 # A chat record is the chats row with its member ids (ascending) before `created_at`.
 _MEMBERS_OF_C = "ARRAY(SELECT user_id FROM chat_members WHERE chat_id = c.id ORDER BY user_id)"
 _CHAT_COLUMNS = f"c.id, c.title, {_MEMBERS_OF_C}, c.created_at"
@@ -26,7 +25,7 @@ _CREATE = Query(
     "  RETURNING user_id"
     ")"
     " SELECT c.id, c.title, ARRAY(SELECT user_id FROM m ORDER BY user_id), c.created_at FROM c",
-    _CHAT,
+    Chat,
 )
 _UNKNOWN_USERS = Scalar(
     "SELECT ARRAY(SELECT unnest($1::bigint[]) EXCEPT SELECT id FROM users ORDER BY 1)",
@@ -36,7 +35,7 @@ _UNKNOWN_USERS = Scalar(
 _BY_ID = Query(
     f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.id = $1"  # noqa: S608 - constant column list
     " AND EXISTS (SELECT 1 FROM chat_members WHERE chat_id = c.id AND user_id = $2)",
-    _CHAT,
+    Chat,
 )
 # One statement per page, which also tells a missing user (no row) from a user without chats
 # on this page (one row of NULLs). Keyset on chat id over the (user_id, chat_id) index: the
@@ -50,7 +49,7 @@ _OF_USER = Query(
     " ) p ON true"
     " LEFT JOIN chats c ON c.id = p.chat_id"
     " WHERE u.id = $1 ORDER BY p.chat_id",
-    lambda row: None if row[0] is None else Chat(*row),
+    lambda chat_id, *rest: None if chat_id is None else Chat(chat_id, *rest),
 )
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from app.db.connection import Connection, Query, Scalar, rows_of
+from app.db.connection import Connection, Query, Scalar
 from app.db.session import DbSession
 from app.domain.errors import ConflictError, NotFoundError
 from app.domain.records import Message, MessagePage
 from app.schema.tables import column_list, messages
 
 MAX_ID = 2**63 - 1
-_MESSAGE = rows_of(Message)
 _COLUMNS = column_list(messages)
 
 # Membership check and insert in one statement; a repeated client_msg_id inserts nothing.
@@ -20,7 +19,7 @@ _SEND = Query(
     " WHERE EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2)"
     " ON CONFLICT (sender_id, client_msg_id) DO NOTHING"
     f" RETURNING {_COLUMNS}",
-    _MESSAGE,
+    Message,
 )
 # Why a send inserted nothing, in one statement: does the chat exist, is the sender a member,
 # and the message stored under the sender's key (NULLs when there is none).
@@ -32,7 +31,11 @@ _WHY_NOT_SENT = Query(
     f"  SELECT {_COLUMNS} FROM messages"
     "  WHERE sender_id = $2 AND client_msg_id = $3"
     " ) AS m ON true",
-    lambda row: (bool(row[0]), bool(row[1]), None if row[2] is None else Message(*row[2:])),
+    lambda chat_exists, is_member, *stored: (
+        bool(chat_exists),
+        bool(is_member),
+        None if stored[0] is None else Message(*stored),
+    ),
 )
 # Members only; the membership check runs once per statement. $1 chat, $2 before, $3 limit,
 # $4 viewer.
@@ -40,7 +43,7 @@ _PAGE = Query(
     f"SELECT {_COLUMNS} FROM messages WHERE chat_id = $1 AND id < $2"  # noqa: S608 - constant column list
     " AND EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $4)"
     " ORDER BY id DESC LIMIT $3",
-    _MESSAGE,
+    Message,
 )
 _IS_MEMBER = Scalar(
     "SELECT EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2)", bool

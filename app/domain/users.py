@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-from app.db.connection import Connection, Query, rows_of
+from app.db.connection import Connection, Query
 from app.db.errors import is_unique_violation
 from app.db.session import DbSession
 from app.domain.errors import ConflictError, NotFoundError
 from app.domain.records import User, UserPage, UserStatus
 from app.schema.tables import column_list, users
 
-_USER = rows_of(User)
 _COLUMNS = column_list(users)
 _INSERT = Query(
     "INSERT INTO users (username, display_name, password_hash) VALUES ($1, $2, $3)"  # noqa: S608 - constant column list
     f" RETURNING {_COLUMNS}",
-    _USER,
+    User,
 )
-_BY_ID = Query(f"SELECT {_COLUMNS} FROM users WHERE id = $1", _USER)  # noqa: S608 - constant column list
-_PAGE = Query(f"SELECT {_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2", _USER)  # noqa: S608 - constant column list
+_BY_ID = Query(f"SELECT {_COLUMNS} FROM users WHERE id = $1", User)  # noqa: S608 - constant column list
+_PAGE = Query(f"SELECT {_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2", User)  # noqa: S608 - constant column list
 _PAGE_BY_STATUS = Query(
     f"SELECT {_COLUMNS} FROM users WHERE status = $3 AND id > $1 ORDER BY id LIMIT $2",  # noqa: S608 - constant column list
-    _USER,
+    User,
 )
 _SET_STATUS = Query(
     f"UPDATE users SET status = $2, updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}",  # noqa: S608 - constant column list
-    _USER,
+    User,
 )
 
 
