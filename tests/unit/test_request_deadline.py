@@ -124,3 +124,60 @@ def test_with_every_slot_taken_requests_are_refused_but_probes_answer() -> None:
     assert probe["status"] == 200
     lifecycle.in_flight = limits.request_slots  # the last slot is this request's
     assert asyncio.run(_call(app, _scope("POST", "/echo", 2), [b"{}"]))["status"] == 201
+
+
+def test_a_cancellation_from_elsewhere_during_the_body_stays_a_cancellation() -> None:
+    """A shutdown (or a disconnect) cancels the request while its body is awaited: that is
+    not the client being slow, so it must not become a 408, nor be swallowed."""
+    app = _app(Lifecycle(), RequestLimits(body_timeout_s=5))
+    sent: list[dict[str, Any]] = []
+
+    async def main() -> bool:
+        stalled = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            stalled.set()
+            await asyncio.Event().wait()  # a client that never sends its body
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = _scope("POST", "/echo", 65000)
+        request = asyncio.create_task(app(scope, receive, send))  # type: ignore[arg-type]
+        await stalled.wait()
+        request.cancel()
+        try:
+            await request
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert asyncio.run(main())
+    assert sent == []  # no 408, no response at all
+
+
+def test_the_deadline_leaves_no_cancellation_behind_for_a_body_in_time() -> None:
+    """The deadline's timer is cancelled once the body is in: a handler that runs past the
+    deadline afterwards is not cancelled by it."""
+
+    @post("/slow-echo")
+    async def slow_echo(data: JSONBody[dict[str, Any]]) -> dict[str, Any]:
+        await asyncio.sleep(0.4)  # past the 0.2 s body deadline, after the body arrived
+        return data
+
+    app = Litestar(
+        route_handlers=[slow_echo],
+        middleware=[
+            DefineMiddleware(
+                RequestDeadlineMiddleware,
+                lifecycle=Lifecycle(),
+                limits=RequestLimits(body_timeout_s=0.2),
+            )
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        logging_config=None,
+    )
+    answer = asyncio.run(_call(app, _scope("POST", "/slow-echo", 8), [b'{"a": 1}']))
+    assert answer["status"] == 201
+    assert json.loads(answer["body"]) == {"a": 1}
