@@ -117,3 +117,49 @@ async def test_a_cancelled_request_returns_its_connection(database: TestDatabase
         assert await DbSession(db).read(one) == 1
     finally:
         await db.stop()
+
+
+@pytest.mark.anyio
+async def test_waiting_checkouts_are_served_in_arrival_order(database: TestDatabase) -> None:
+    """Five requests wait for the only connection; a sixth is ready to run at the moment it
+    is returned (already scheduled ahead of the first waiter's wake-up, as a request just
+    read from the network is). Each gets it in the order it asked, the newcomer last: none
+    is passed over (SQLAlchemy's queue handed it to the newcomer, and the waiter it
+    passed over queued again at the back)."""
+    settings = Settings.from_env(
+        database.env(DATABASE_REPLICA_URLS="", DB_POOL_MIN="1", DB_POOL_MAX="1")
+    )
+    db = Database(settings)
+    await db.start()
+    served: list[str] = []
+
+    ready = asyncio.Event()
+
+    async def borrow(name: str, after: asyncio.Event | None = None) -> None:
+        if after is not None:
+            ready.set()
+            await after.wait()
+        async with db.writer.acquire() as conn:
+            served.append(name)
+            await conn.fetch_scalar(SELECT_ONE)
+
+    try:
+        holder = db.writer.acquire()
+        await holder.__aenter__()
+        waiters = []
+        for index in range(5):
+            waiters.append(asyncio.create_task(borrow(f"waiter-{index}")))
+
+            async def queued(count: int = index + 1) -> bool:
+                return db.writer.waiting == count
+
+            await wait_for(queued, 5, f"{index + 1} checkouts waiting")
+        arrives = asyncio.Event()
+        newcomer = asyncio.create_task(borrow("newcomer", after=arrives))
+        await ready.wait()  # the newcomer now waits on `arrives`
+        arrives.set()  # scheduled first, then the connection is returned
+        await holder.__aexit__(None, None, None)
+        await asyncio.gather(*waiters, newcomer)
+    finally:
+        await db.stop()
+    assert served == [f"waiter-{index}" for index in range(5)] + ["newcomer"]
