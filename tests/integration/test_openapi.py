@@ -11,6 +11,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from tests.support.api import Account, assert_problem, create_chat
+from tests.support.asgi import http_scope
 
 MAX_BIGINT = 2**63 - 1
 CURSORS = {"after", "before"}
@@ -185,23 +186,12 @@ def _raw(
     """Call the application at the ASGI level (the test transport drops a HEAD body, so it
     could not show one being sent): the response start message and the body bytes sent."""
     path, _, query = url.partition("?")
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": query.encode(),
-        "headers": [
-            (b"host", b"testserver"),
-            *((key.lower().encode(), value.encode()) for key, value in headers.items()),
-        ],
-        "client": ("testclient", 50000),
-        "server": ("testserver", 80),
-    }
+    scope = http_scope(
+        method,
+        path,
+        query=query,
+        headers=[(key.lower().encode(), value.encode()) for key, value in headers.items()],
+    )
     messages: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:

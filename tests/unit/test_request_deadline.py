@@ -16,6 +16,7 @@ from app.api.problems import EXCEPTION_HANDLERS
 from app.config import RequestLimits
 from app.ops.request_deadline import RequestDeadlineMiddleware
 from app.process.lifecycle import Lifecycle
+from tests.support.asgi import http_scope
 
 
 @post("/echo")
@@ -40,24 +41,10 @@ def _app(lifecycle: Lifecycle, limits: RequestLimits) -> Litestar:
 
 
 def _scope(method: str, path: str, length: int = 0) -> dict[str, Any]:
-    headers = [(b"host", b"test"), (b"content-type", b"application/json")]
+    headers = [(b"content-type", b"application/json")]
     if length:
         headers.append((b"content-length", str(length).encode()))
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-        "state": {},
-    }
+    return http_scope(method, path, headers=headers)
 
 
 async def _call(
