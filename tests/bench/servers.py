@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
+from functools import partial
 from pathlib import Path
-from types import TracebackType
 
 import psutil
+
+from tests.support.processes import ManagedProcess, StartFailed, new_log
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,10 +64,11 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self._command = command
         self._env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
-        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
-            prefix=f"bench-{name}-", suffix=".log", delete=False
-        )
-        self.process: subprocess.Popen[bytes] | None = None
+        self._managed = ManagedProcess(name, new_log(f"bench-{name}-"))
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self._managed.popen
 
     @classmethod
     def service(
@@ -95,27 +95,19 @@ class Server:
     ) -> Server:
         """Start and wait until `probe_path` answers 200 (to a request with `headers`)."""
         command = [part.replace("{port}", str(self.port)) for part in self._command]
-        self.process = subprocess.Popen(
-            command,
-            cwd=self.cwd,
-            env=self._env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.logs()[-3000:]}")
-            try:
-                if http(self.url + probe_path, headers=headers, timeout_s=2)[0] == 200:
-                    return self
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{self.name} not ready in {timeout_s}s:\n{self.logs()[-3000:]}")
-            time.sleep(0.1)
+        ready = partial(self._answers, probe_path, headers)
+        try:
+            self._managed.start(command, ready, timeout_s, poll_s=0.1, cwd=self.cwd, env=self._env)
+        except StartFailed:
+            self.stop()  # its log too
+            raise
+        return self
+
+    def _answers(self, probe_path: str, headers: dict[str, str] | None) -> bool:
+        try:
+            return http(self.url + probe_path, headers=headers, timeout_s=2)[0] == 200
+        except (urllib.error.URLError, OSError):
+            return False
 
     def processes(self) -> list[psutil.Process]:
         """The whole tree: launcher, granian's main process and its workers."""
@@ -167,29 +159,17 @@ class Server:
         return cpu_by_process(self.processes())
 
     def logs(self) -> str:
-        return Path(self._log.name).read_text(errors="replace")
+        return self._managed.logs()
 
     def stop(self) -> None:
-        """SIGTERM the tree (granian drains), SIGKILL it after 20 s."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self._log.close()
-        Path(self._log.name).unlink(missing_ok=True)
+        """SIGTERM the tree (granian drains), SIGKILL it after 20 s; its log goes."""
+        self._managed.stop(20, whole_group=True)
+        self._managed.remove_log()
 
     def __enter__(self) -> Server:
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
-from app.dev.cluster import EmbeddedCluster, Node
+from app.dev.cluster import EmbeddedCluster, Node, StopMode
 from tests.support.cluster import TestDatabase, embedded, fetchval, fresh_cluster, wait_until
 from tests.support.drills import first_log, more, report, start_traffic
 from tests.support.server import ServerProcess
@@ -47,6 +49,43 @@ def _serve(database: TestDatabase) -> ServerProcess:
     """The service, given the whole cluster as one host list."""
     host_list = embedded(database).host_list_url
     return ServerProcess(database, DATABASE_URL=host_list, DATABASE_REPLICA_URLS="", **_SERVE)
+
+
+@dataclass
+class _Checked:
+    """What a drill's traffic saw, filled in once the drill is over and its answers checked."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    sends: dict[str, int] = field(default_factory=dict)  # acknowledged and resent
+
+
+@contextmanager
+def _drill(
+    cluster: TestDatabase, primary_after: Node
+) -> Iterator[tuple[ServerProcess, Traffic, _Checked]]:
+    """The service under steady traffic for the block; then every answer is checked, and
+    every send found stored exactly once on `primary_after` (while the server still runs:
+    the unanswered sends are sent again)."""
+    checked = _Checked()
+    with _serve(cluster) as server:
+        _, traffic = start_traffic(server)
+        try:
+            yield server, traffic, checked
+        finally:
+            checked.outcomes = traffic.stop()
+        _check_answers(checked.outcomes)
+        checked.sends = _check_exactly_once(traffic, primary_after, checked.outcomes)
+
+
+def _fail_over(
+    traffic: Traffic, nodes: EmbeddedCluster, mode: StopMode, to: Node, *, before: int
+) -> tuple[float, float]:
+    """`before` more requests of traffic, then a failover to `to` (the primary stopped in
+    `mode`: `immediate` is a crash, `fast` a planned switchover); when it began and ended."""
+    more(traffic, before, "traffic before the failover")
+    began = time.time()
+    nodes.failover(mode, to=to)
+    return began, time.time()
 
 
 def _ready(server: ServerProcess) -> httpx.Response:
@@ -140,22 +179,14 @@ def _other_standby_follows(server: ServerProcess, cluster: EmbeddedCluster, node
 def test_primary_killed_and_a_standby_promoted(cluster: TestDatabase) -> None:
     nodes = embedded(cluster)
     old, promoted, other = nodes.primary, nodes.replicas[0], nodes.replicas[1]
-    with _serve(cluster) as server:
-        _, traffic = start_traffic(server)
-        try:
-            more(traffic, 150, "traffic before the fault")
-            killed_at = time.time()
-            nodes.failover("immediate", to=promoted)
-            promoted_at = time.time()
-            moved_at = first_log(server, "primary changed", killed_at)
-            more(traffic, 200, "traffic after the promotion")
-            ready = _ready(server).json()
-            assert ready["checks"]["postgres:primary"][0]["componentId"] == _member(promoted)
-            other_standby = _other_standby_follows(server, nodes, other)
-        finally:
-            outcomes = traffic.stop()
-        _check_answers(outcomes)
-        counts = _check_exactly_once(traffic, promoted, outcomes)
+    with _drill(cluster, promoted) as (server, traffic, checked):
+        killed_at, promoted_at = _fail_over(traffic, nodes, "immediate", promoted, before=150)
+        moved_at = first_log(server, "primary changed", killed_at)
+        more(traffic, 200, "traffic after the promotion")
+        ready = _ready(server).json()
+        assert ready["checks"]["postgres:primary"][0]["componentId"] == _member(promoted)
+        other_standby = _other_standby_follows(server, nodes, other)
+    outcomes = checked.outcomes
     first_write_s = _first_write_after(outcomes, promoted_at)
     assert first_write_s < 5, first_write_s  # the goal is 2 s at the default 1 s interval
     report(
@@ -164,7 +195,7 @@ def test_primary_killed_and_a_standby_promoted(cluster: TestDatabase) -> None:
         writer_moved_after_promotion_ms=round((moved_at - promoted_at) * 1000),
         first_write_after_promotion_ms=round(first_write_s * 1000),
         other_standby=other_standby,
-        sends=counts,
+        sends=checked.sends,
         window=summary(between(outcomes, killed_at, promoted_at + first_write_s)),
         after=summary(between(outcomes, promoted_at + first_write_s, float("inf"))),
     )
@@ -174,31 +205,23 @@ def test_primary_killed_and_a_standby_promoted(cluster: TestDatabase) -> None:
 def test_planned_switchover_and_the_old_primary_rejoins(cluster: TestDatabase) -> None:
     nodes = embedded(cluster)
     old, promoted, other = nodes.primary, nodes.replicas[0], nodes.replicas[1]
-    with _serve(cluster) as server:
-        _, traffic = start_traffic(server)
-        try:
-            more(traffic, 150, "traffic before the switchover")
-            stopped_at = time.time()
-            nodes.failover("fast", to=promoted)
-            promoted_at = time.time()
-            first_log(server, "primary changed", stopped_at)
-            more(traffic, 150, "traffic after the switchover")
-            other_standby = _other_standby_follows(server, nodes, other)
-            rejoin_at = time.time()
-            assert [node.name for node in nodes.rejoin()] == [old.name]
-            rejoined_at = time.time()
-            joined_at = first_log(server, "member joins the readers", rejoin_at)
-            wait_until(
-                lambda: fetchval(old.url, _SERVING_READS) > 0, 20, "the old primary serving reads"
-            )
-            more(traffic, 150, "traffic with the old primary as a standby")
-            member = _cluster_view(server)["members"][_member(old)]
-            assert member["role"] == "standby"
-            assert member["healthy"] is True
-        finally:
-            outcomes = traffic.stop()
-        _check_answers(outcomes)
-        counts = _check_exactly_once(traffic, promoted, outcomes)
+    with _drill(cluster, promoted) as (server, traffic, checked):
+        stopped_at, promoted_at = _fail_over(traffic, nodes, "fast", promoted, before=150)
+        first_log(server, "primary changed", stopped_at)
+        more(traffic, 150, "traffic after the switchover")
+        other_standby = _other_standby_follows(server, nodes, other)
+        rejoin_at = time.time()
+        assert [node.name for node in nodes.rejoin()] == [old.name]
+        rejoined_at = time.time()
+        joined_at = first_log(server, "member joins the readers", rejoin_at)
+        wait_until(
+            lambda: fetchval(old.url, _SERVING_READS) > 0, 20, "the old primary serving reads"
+        )
+        more(traffic, 150, "traffic with the old primary as a standby")
+        member = _cluster_view(server)["members"][_member(old)]
+        assert member["role"] == "standby"
+        assert member["healthy"] is True
+    outcomes = checked.outcomes
     first_write_s = _first_write_after(outcomes, promoted_at)
     assert first_write_s < 5, first_write_s
     report(
@@ -208,7 +231,7 @@ def test_planned_switchover_and_the_old_primary_rejoins(cluster: TestDatabase) -
         rejoin_took_ms=round((rejoined_at - rejoin_at) * 1000),
         back_in_readers_after_rejoin_ms=round((joined_at - rejoined_at) * 1000),
         other_standby=other_standby,
-        sends=counts,
+        sends=checked.sends,
         window=summary(between(outcomes, stopped_at, promoted_at + first_write_s)),
     )
 
@@ -216,45 +239,37 @@ def test_planned_switchover_and_the_old_primary_rejoins(cluster: TestDatabase) -
 def test_split_brain_refuses_every_write_until_resolved(cluster: TestDatabase) -> None:
     nodes = embedded(cluster)
     old, promoted = nodes.primary, nodes.replicas[0]
-    with _serve(cluster) as server:
-        _, traffic = start_traffic(server)
-        try:
-            more(traffic, 100, "traffic before the switchover")
-            nodes.failover("fast", to=promoted)
-            more(traffic, 100, "traffic after the switchover")
-            rogue_at = time.time()
-            old.start()  # as it was: no standby.signal, so a second primary
-            detected_at = first_log(
-                server, "split brain: no write goes to either primary", rogue_at
-            )
+    with _drill(cluster, promoted) as (server, traffic, checked):
+        _fail_over(traffic, nodes, "fast", promoted, before=100)
+        more(traffic, 100, "traffic after the switchover")
+        rogue_at = time.time()
+        old.start()  # as it was: no standby.signal, so a second primary
+        detected_at = first_log(server, "split brain: no write goes to either primary", rogue_at)
 
-            def failing() -> dict[str, Any] | None:
-                response = _ready(server)
-                return response.json() if response.status_code == 503 else None
+        def failing() -> dict[str, Any] | None:
+            response = _ready(server)
+            return response.json() if response.status_code == 503 else None
 
-            ready = wait_until(failing, 10, "readiness failing")
-            named = ready["checks"]["postgres:primary"][0]["componentId"]
-            assert _member(old) in named
-            assert _member(promoted) in named
-            counts_at_detection = (fetchval(old.url, _MESSAGES), fetchval(promoted.url, _MESSAGES))
-            more(traffic, 100, "traffic during the split brain")
-            window = between(traffic.outcomes, detected_at + 0.05, time.time())
-            sends = [o for o in window if o.kind == "send"]
-            assert sends, "sends were tried during the split brain"
-            assert {o.status for o in sends} == {503}, summary(sends)
-            assert (fetchval(old.url, _MESSAGES), fetchval(promoted.url, _MESSAGES)) == (
-                counts_at_detection
-            ), "no write reached either primary"
-            resolved_at = time.time()
-            old.stop("fast")
-            nodes.rejoin()
-            resumed_at = first_log(server, "one primary again: writes resume", resolved_at)
-            more(traffic, 100, "traffic after the split brain")
-            assert _ready(server).status_code == 200
-        finally:
-            outcomes = traffic.stop()
-        _check_answers(outcomes)
-        counts = _check_exactly_once(traffic, promoted, outcomes)
+        ready = wait_until(failing, 10, "readiness failing")
+        named = ready["checks"]["postgres:primary"][0]["componentId"]
+        assert _member(old) in named
+        assert _member(promoted) in named
+        counts_at_detection = (fetchval(old.url, _MESSAGES), fetchval(promoted.url, _MESSAGES))
+        more(traffic, 100, "traffic during the split brain")
+        window = between(traffic.outcomes, detected_at + 0.05, time.time())
+        sends = [o for o in window if o.kind == "send"]
+        assert sends, "sends were tried during the split brain"
+        assert {o.status for o in sends} == {503}, summary(sends)
+        assert (fetchval(old.url, _MESSAGES), fetchval(promoted.url, _MESSAGES)) == (
+            counts_at_detection
+        ), "no write reached either primary"
+        resolved_at = time.time()
+        old.stop("fast")
+        nodes.rejoin()
+        resumed_at = first_log(server, "one primary again: writes resume", resolved_at)
+        more(traffic, 100, "traffic after the split brain")
+        assert _ready(server).status_code == 200
+    outcomes = checked.outcomes
     after = [o for o in between(outcomes, resumed_at + 0.5, float("inf")) if o.kind == "send"]
     assert after
     assert {o.status for o in after} <= _ANSWERED
@@ -262,6 +277,6 @@ def test_split_brain_refuses_every_write_until_resolved(cluster: TestDatabase) -
         "split brain (old primary started again as a primary)",
         detected_after_start_ms=round((detected_at - rogue_at) * 1000),
         resumed_after_resolution_ms=round((resumed_at - resolved_at) * 1000),
-        sends=counts,
+        sends=checked.sends,
         during=summary(between(outcomes, detected_at, resumed_at)),
     )

@@ -11,99 +11,47 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
 from tests.support.api import user_with_a_chat
 from tests.support.haproxy import HAProxy
-from tests.support.server import PROCESS_TESTS, ROOT, free_port
+from tests.support.processes import StartStop
+from tests.support.server import ServiceProcess, free_port
 
 READINESS_FAILED = "shutdown signal received; readiness now fails"
 
 
-class Instance:
-    """One service instance on a fixed port; restartable, its output appended to one file."""
+class Instance(ServiceProcess):
+    """One service instance on a fixed port; restartable, its output appended to one file,
+    which is kept (`just fleet` names it) when the fleet stops."""
 
     def __init__(self, name: str, port: int, env: dict[str, str]) -> None:
-        test = os.environ.get("PYTEST_CURRENT_TEST")
-        if test is not None and not test.startswith(PROCESS_TESTS):
-            raise AssertionError(f"{test}: tests of a real server process go in {PROCESS_TESTS}")
+        service_env = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
+        super().__init__(name, port, service_env, f"messenger-{name}-")
         self.name = name
-        self.port = port
         self.address = f"127.0.0.1:{port}"
-        self.url = f"http://{self.address}"
-        self._env = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
-        log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept until the fleet stops
-            prefix=f"messenger-{name}-", suffix=".log", delete=False
-        )
-        log.close()
-        self.log_path = Path(log.name)
-        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = self._managed.log
 
     def start(self, ready_timeout_s: float = 60.0) -> float:
         """Start and wait until its own readiness passes; the unix time it did."""
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "app", "serve"],
-                cwd=ROOT,
-                env=self._env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"{self.name} exited with {self.process.returncode}:\n{self.logs()[-3000:]}"
-                )
-            try:
-                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
-                    return time.time()
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.kill()
-                raise AssertionError(f"{self.name} not ready in {ready_timeout_s}s")
-            time.sleep(0.05)
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        self._serve(ready_timeout_s)
+        return time.time()
 
     def terminate(self) -> float:
         """SIGTERM to `messenger serve` (as a kubelet or systemd would); the unix time."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
+        self._managed.send_signal(signal.SIGTERM)
         return time.time()
 
-    def kill(self) -> None:
-        if self.running():
-            assert self.process is not None
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
     def stop(self, timeout_s: float = 30.0) -> None:
-        if self.running():
-            assert self.process is not None
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        self._managed.stop(timeout_s)
 
     def event_time(self, event: str, after: float) -> float | None:
         """Unix time of the first log line of `event` after `after` (JSON lines in
@@ -154,7 +102,7 @@ class Restart:
         )
 
 
-class Fleet:
+class Fleet(StartStop):
     """`with Fleet(env) as fleet:` instances `a`, `b`, ... behind HAProxy at `fleet.url`."""
 
     def __init__(
@@ -177,24 +125,15 @@ class Fleet:
         )
         self.url = self.lb.url
 
-    def __enter__(self) -> Fleet:
-        try:
-            for instance in self.instances:
-                instance.start()
-            self.lb.start()
-            for instance in self.instances:
-                self.lb.wait_state(instance.name, "UP")
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
+    def start(self) -> Self:
+        for instance in self.instances:
+            instance.start()
+        self.lb.start()
+        for instance in self.instances:
+            self.lb.wait_state(instance.name, "UP")
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
         self.lb.stop()
         for instance in self.instances:
             instance.stop()

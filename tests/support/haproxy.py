@@ -12,9 +12,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 import httpx
+
+from tests.support.processes import ManagedProcess, StartStop
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "haproxy" / "haproxy.cfg.template"
@@ -34,7 +36,7 @@ def render(servers: dict[str, str], *, bind: str, stats_bind: str) -> str:
     )
 
 
-class HAProxy:
+class HAProxy(StartStop):
     """`with HAProxy({"a": "127.0.0.1:8001"}, port=8080, stats_port=8404) as lb:`."""
 
     def __init__(self, servers: dict[str, str], *, port: int, stats_port: int) -> None:
@@ -51,8 +53,7 @@ class HAProxy:
         self.config.write_text(
             render(servers, bind=f"127.0.0.1:{port}", stats_bind=f"127.0.0.1:{stats_port}")
         )
-        self._log = self._dir / "haproxy.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self._managed = ManagedProcess("haproxy", self._dir / "haproxy.log")
 
     def check_config(self) -> None:
         """`haproxy -c`: the rendered configuration is valid."""
@@ -66,29 +67,19 @@ class HAProxy:
         if result.returncode != 0:
             raise AssertionError(f"haproxy -c failed:\n{result.stdout}{result.stderr}")
 
-    def start(self, timeout_s: float = 15.0) -> HAProxy:
+    def start(self, timeout_s: float = 15.0) -> Self:
         self.check_config()
-        with self._log.open("wb") as log:
-            # -db: stay in the foreground, no daemon (the caller owns the process).
-            self.process = subprocess.Popen(
-                [self._binary, "-db", "-f", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(f"haproxy exited:\n{self.logs()}")
-            try:
-                self.states()
-                return self
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"haproxy not answering in {timeout_s}s:\n{self.logs()}")
-            time.sleep(0.05)
+        # -db: stay in the foreground, no daemon (the caller owns the process).
+        command = [self._binary, "-db", "-f", str(self.config)]
+        self._managed.start(command, self._answering, timeout_s)
+        return self
+
+    def _answering(self) -> bool:
+        try:
+            self.states()
+        except httpx.HTTPError:
+            return False
+        return True
 
     def states(self) -> dict[str, str]:
         """Each server's status as HAProxy sees it now (`UP`, `DOWN`, `UP 1/2`, ...)."""
@@ -111,25 +102,8 @@ class HAProxy:
             time.sleep(0.02)
 
     def logs(self) -> str:
-        return self._log.read_text(errors="replace") if self._log.exists() else ""
+        return self._managed.logs()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        self._managed.stop(10)
         shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> HAProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -9,13 +9,12 @@ import os
 import pwd
 import shutil
 import socket
-import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 from app.dev.cluster import SYSTEM_USER
-from tests.support.cluster import wait_until
+from tests.support.processes import ManagedProcess, StartStop
 from tests.support.server import free_port
 
 
@@ -24,7 +23,7 @@ def pgbouncer_binary() -> str | None:
     return shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
 
 
-class PgBouncer:
+class PgBouncer(StartStop):
     """`with PgBouncer({"primary": port}) as bouncer:`; `bouncer.url("primary")`."""
 
     def __init__(
@@ -40,7 +39,10 @@ class PgBouncer:
         self._password = password  # the servers' (clients need none: auth_type = any)
         self._dir = Path(tempfile.mkdtemp(prefix="messenger-pgbouncer-"))
         self._user = pwd.getpwnam(SYSTEM_USER) if os.geteuid() == 0 else None
-        self.process: subprocess.Popen[bytes] | None = None
+        # Its output is discarded: it writes its own log file, as its user when we are root.
+        self._managed = ManagedProcess(
+            "pgbouncer", self._dir / "pgbouncer.log", capture_output=False
+        )
 
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -64,7 +66,7 @@ class PgBouncer:
             f"default_pool_size = {self._pool_size}\n"
             "max_client_conn = 500\n"
             "server_reset_query =\n"
-            f"logfile = {self._dir / 'pgbouncer.log'}\n"
+            f"logfile = {self._managed.log}\n"
             f"pidfile = {self._dir / 'pgbouncer.pid'}\n"
         )
         ini.chmod(0o600)  # it holds the servers' password
@@ -73,51 +75,26 @@ class PgBouncer:
                 os.chown(path, self._user.pw_uid, self._user.pw_gid)
         return ini
 
-    def start(self, timeout_s: float = 15.0) -> PgBouncer:
+    def start(self, timeout_s: float = 15.0) -> Self:
         ini = self._write_config()
-        user = self._user
-        self.process = subprocess.Popen(
+        self._managed.start(
             [self._binary, str(ini)],
+            self._accepting,
+            timeout_s,
+            poll_s=0.02,
             cwd=self._dir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            user=user.pw_uid if user else None,
-            group=user.pw_gid if user else None,
-            extra_groups=[] if user else None,
-            start_new_session=True,
+            run_as=self._user,
         )
-        wait_until(self._accepting, timeout_s, f"pgbouncer listening on {self.port}")
         return self
 
     def _accepting(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"pgbouncer exited {self.process.returncode}: {self.logs()}")
         with socket.socket() as probe:
             probe.settimeout(0.5)
             return probe.connect_ex(("127.0.0.1", self.port)) == 0
 
     def logs(self) -> str:
-        path = self._dir / "pgbouncer.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        return self._managed.logs()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        self._managed.stop(10)
         shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> PgBouncer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

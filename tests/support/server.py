@@ -10,17 +10,18 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
-import time
+from functools import partial
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 import httpx
 
 from tests.support.cluster import TestDatabase
+from tests.support.processes import ManagedProcess, StartStop, new_log
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESS_TESTS = "tests/process/"
+SERVE = (sys.executable, "-m", "app", "serve")  # run in ROOT
 
 
 def free_port() -> int:
@@ -29,82 +30,79 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class ServerProcess:
+def require_process_test() -> None:
+    """Fail a test outside tests/process/ that starts a real service: such tests are slow,
+    and only that folder is left out of the fast suite."""
+    test = os.environ.get("PYTEST_CURRENT_TEST")
+    if test is not None and not test.startswith(PROCESS_TESTS):
+        raise AssertionError(f"{test}: tests of a real server process go in {PROCESS_TESTS}")
+
+
+def answers_ready(url: str) -> bool:
+    """The service at `url` passes its readiness check now (no answer yet: it does not)."""
+    try:
+        return httpx.get(f"{url}/health/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class ServiceProcess:
+    """`python -m app serve` (run in the checkout with exactly `env`) answering on `port`,
+    its output in a new temporary log (`log_prefix`...): what a test's `ServerProcess` and a
+    fleet's `Instance` share."""
+
+    def __init__(self, name: str, port: int, env: dict[str, str], log_prefix: str) -> None:
+        require_process_test()
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self._env = env
+        self._managed = ManagedProcess(name, new_log(log_prefix))
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self._managed.popen
+
+    def _serve(self, ready_timeout_s: float) -> None:
+        """Start it and wait until its own readiness passes."""
+        ready = partial(answers_ready, self.url)
+        self._managed.start(SERVE, ready, ready_timeout_s, cwd=ROOT, env=self._env)
+
+    def running(self) -> bool:
+        return self._managed.running()
+
+    def kill(self) -> None:
+        self._managed.kill()
+
+    def logs(self) -> str:
+        return self._managed.logs()
+
+
+class ServerProcess(ServiceProcess, StartStop):
     """`with ServerProcess(database, WORKERS="2") as server:`; its output in `server.logs()`."""
 
     def __init__(self, database: TestDatabase, **env: str) -> None:
-        test = os.environ.get("PYTEST_CURRENT_TEST")
-        if test is not None and not test.startswith(PROCESS_TESTS):
-            raise AssertionError(f"{test}: tests of a real server process go in {PROCESS_TESTS}")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._env = {
+        port = free_port()
+        service_env = {
             **os.environ,
             **database.env(),
             "HOST": "127.0.0.1",
-            "PORT": str(self.port),
+            "PORT": str(port),
             **env,
         }
-        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the process
-            prefix="messenger-server-", suffix=".log", delete=False
-        )
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__("server", port, service_env, "messenger-server-")
 
-    def start(self, ready_timeout_s: float = 30.0) -> ServerProcess:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve"],
-            cwd=ROOT,
-            env=self._env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"server exited with {self.process.returncode}:\n{self.logs()}"
-                )
-            try:
-                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.kill()
-                raise AssertionError(f"server not ready in {ready_timeout_s}s:\n{self.logs()}")
-            time.sleep(0.05)
+    def start(self, ready_timeout_s: float = 30.0) -> Self:
+        self._serve(ready_timeout_s)
+        return self
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
-        assert self.process is not None
-        self.process.send_signal(signum)
+        self._managed.send_signal(signum)
 
     def wait(self, timeout_s: float) -> int:
         assert self.process is not None
         return self.process.wait(timeout=timeout_s)
 
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def logs(self) -> str:
-        return Path(self._log.name).read_text(errors="replace")
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
-        Path(self._log.name).unlink(missing_ok=True)
+    def stop(self) -> None:
+        """SIGTERM (the service drains), 20 s to exit, then SIGKILL; its log goes."""
+        self._managed.stop(20)
+        self._managed.remove_log()
