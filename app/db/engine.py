@@ -76,6 +76,10 @@ def create_pool_engine(
         pool_use_lifo=True,
         pool_pre_ping=False,
         pool_recycle=-1,
+        # No rollback on return: connections are in autocommit, PgBouncer mode's transactions
+        # end inside their operation, and one interrupted in a transaction is invalidated
+        # (app/db/pool.py). So a return does no I/O and needs no greenlet.
+        pool_reset_on_return=None,
         # Statements run on the driver connection (app/db/pool.py), outside SQLAlchemy's
         # transactions; PgBouncer mode opens its own asyncpg transaction per operation.
         isolation_level="AUTOCOMMIT",
