@@ -27,14 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.db import metrics
 from app.db.connection import Scalar
-from app.db.engine import answer_within_s, create_pool_engine
+from app.db.engine import create_pool_engine
 from app.db.errors import DatabaseUnavailableError
 from app.db.idle import IdleReaper
 from app.db.monitor import ClusterMonitor, MemberProbe
 from app.db.pool import Pool
 from app.db.replicas import ReplicaSet, ReplicaState
 from app.dsn import parse_host_list
-from app.process.deadlines import Deadlines
 from app.process.lifecycle import StartupAborted
 from app.process.periodic import Periodic
 
@@ -46,8 +45,6 @@ _MAX_CONNECTIONS: Scalar[int] = Scalar("SELECT current_setting('max_connections'
 _PRIMARY_POSITION: Scalar[int] = Scalar("SELECT pg_current_wal_lsn()", int)
 PROBE_TIMEOUT_S = 1.0  # each monitor probe, connecting included
 WAIT_FOR_PRIMARY_RETRY_S = 0.5
-# How late past its bound a borrowed connection's use is cancelled (`app.process.deadlines`).
-DEADLINE_RESOLUTION_S = 0.25
 WRITER = "primary"  # the writer pool's name, whichever member it is on
 
 Role = Literal["primary", "standby", "unknown"]
@@ -63,7 +60,6 @@ class Database:
         if url is None:
             raise ValueError("DATABASE_URL is not set")
         self.settings = settings
-        self._deadlines = Deadlines(resolution_s=DEADLINE_RESOLUTION_S)
         self.discovers_roles = bool(settings.database.members)
         """True with a host list: roles are found by probing, and followed."""
         if self.discovers_roles:
@@ -115,10 +111,8 @@ class Database:
             pool=pool,
             sslmode=settings.database.sslmode,
             pgbouncer=settings.database.pgbouncer,
-            driver_timeout=False,  # the pool bounds each borrow instead
         )
-        bound_s = answer_within_s(pool.statement_timeout_s, pgbouncer=settings.database.pgbouncer)
-        return Pool(name, engine, pool, answer_within_s=bound_s, deadlines=self._deadlines)
+        return Pool(name, engine, pool)
 
     def _replica_pool_name(self, member: str) -> str:
         """`replica-<n>`, n counting the replicas as the configuration names them."""

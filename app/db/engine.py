@@ -40,13 +40,8 @@ def create_pool_engine(
     pool: PoolSettings,
     sslmode: SslMode,
     pgbouncer: bool,
-    driver_timeout: bool = True,
 ) -> AsyncEngine:
     """An engine whose pool keeps up to `pool.max_size` connections, reused LIFO.
-
-    `driver_timeout`: asyncpg bounds each statement itself (`answer_within_s`). The serving
-    pools turn it off and bound each borrow instead (`app.db.pool`): asyncpg arms a timer per
-    statement, and a timer per request cost several percent of a request's CPU here.
 
     Connections are in autocommit: every repository operation is one statement, which is
     atomic on its own, so no BEGIN/COMMIT round trips are spent around it. In PgBouncer mode
@@ -60,11 +55,7 @@ def create_pool_engine(
     connect_args: dict[str, Any] = {
         "timeout": pool.connect_timeout_s,
         "server_settings": server_settings,
-        "command_timeout": (
-            answer_within_s(pool.statement_timeout_s, pgbouncer=pgbouncer)
-            if driver_timeout
-            else None
-        ),
+        "command_timeout": _command_timeout_s(pool.statement_timeout_s, pgbouncer=pgbouncer),
     }
     if pool.statement_timeout_s and not pgbouncer:
         server_settings["statement_timeout"] = str(round(pool.statement_timeout_s * 1000))
@@ -94,12 +85,7 @@ def create_pool_engine(
         isolation_level="AUTOCOMMIT",
         connect_args=connect_args,
     )
-    _install_events(
-        engine,
-        name,
-        pool,
-        ping_timeout_s=answer_within_s(pool.statement_timeout_s, pgbouncer=pgbouncer),
-    )
+    _install_events(engine, name, pool)
     return engine
 
 
@@ -115,9 +101,8 @@ def asyncpg_url(url: str) -> str:
     return rebuilt
 
 
-def answer_within_s(statement_timeout_s: float, *, pgbouncer: bool) -> float | None:
-    """The client-side bound on a statement (asyncpg's `command_timeout`) or on a borrowed
-    connection's use (`app.db.pool`); when it passes the statement is cancelled.
+def _command_timeout_s(statement_timeout_s: float, *, pgbouncer: bool) -> float | None:
+    """asyncpg's client-side bound on each statement (it then sends a cancel request).
 
     Directly connected, the server's `statement_timeout` fires first and this only catches
     a server that stopped answering. Through PgBouncer (transaction pooling) a session
@@ -141,9 +126,7 @@ def _ssl_context(mode: SslMode) -> ssl.SSLContext | None:
     return context
 
 
-def _install_events(
-    engine: AsyncEngine, name: str, pool: PoolSettings, *, ping_timeout_s: float | None
-) -> None:
+def _install_events(engine: AsyncEngine, name: str, pool: PoolSettings) -> None:
     target = engine.sync_engine
     lifetime = pool.max_lifetime_s
 
@@ -173,10 +156,7 @@ def _install_events(
         checked_in_at = record.info.get(CHECKED_IN_AT)
         if checked_in_at is not None and now - checked_in_at >= PING_AFTER_IDLE_S:
             try:
-                # A bound of its own: the serving pools' connections have no driver timeout.
-                dbapi_connection.run_async(
-                    lambda driver: driver.execute(";", timeout=ping_timeout_s)
-                )
+                dbapi_connection.ping()
             except Exception as error:
                 log.warning("stale connection replaced", pool=name, error=type(error).__name__)
                 raise exc.DisconnectionError("connection failed its ping") from None

@@ -33,7 +33,6 @@ from app.db.errors import (
     is_read_only,
     is_transient,
 )
-from app.process.deadlines import Deadlines, Wait
 
 _RECENT_WAITS = 1024
 _LOG_EVERY_S = 5.0  # at most one checkout-failure (and one timeout) line per pool this often
@@ -87,15 +86,7 @@ class _Throttle:
 class Pool:
     """One logical pool (`primary`, `replica-0`, ...) over its own engine."""
 
-    def __init__(
-        self,
-        name: str,
-        engine: AsyncEngine,
-        settings: PoolSettings,
-        *,
-        answer_within_s: float | None = None,
-        deadlines: Deadlines | None = None,
-    ) -> None:
+    def __init__(self, name: str, engine: AsyncEngine, settings: PoolSettings) -> None:
         self.name = name
         self.engine = engine
         self.settings = settings
@@ -115,12 +106,6 @@ class Pool:
         # One slot per connection the pool may hold: a request waits here, in arrival order,
         # and SQLAlchemy's queue then always has a connection (or room for one) for it.
         self._slots = asyncio.Semaphore(max(settings.max_size, 1))
-        # The client-side bound on a borrow: a server that stops answering (paused, cut off)
-        # must not hold a request for ever. Kept by `deadlines`, not a timer per statement.
-        if answer_within_s is not None and deadlines is None:
-            raise ValueError("answer_within_s needs the deadlines that keep it")
-        self._answer_within_s = answer_within_s
-        self._deadlines = deadlines or Deadlines(resolution_s=1.0)  # unused without a bound
         self._listen_for_connections()
         self.publish_metrics()
 
@@ -152,55 +137,11 @@ class Pool:
         mid-statement is invalidated rather than returned.
         """
         started = time.perf_counter()
-        fairy = await self._checkout(started)
-        acquired = time.perf_counter()
-        waited = acquired - started
-        self._recent_waits.append(waited)
-        self._wait_metric.observe(waited)
-        connection = DriverConnection(fairy.driver_connection)
-        # The client-side bound on the borrow (`answer_within_s`): one entry for the shared
-        # housekeeper, not a timer per statement.
-        bound = self._answer_within_s
-        wait = None if bound is None else self._deadlines.begin(_loop_time() + bound)
-        try:
-            yield connection
-        except BaseException as error:
-            timed_out = self._timed_out(wait, error)
-            if timed_out is not None:
-                # The server stopped answering: no graceful close (SQLAlchemy would wait up
-                # to 2 s for it), and no cancel request either, for it would go unanswered.
-                connection.driver.terminate()
-            if _unusable_after(connection.driver, timed_out or error):
-                # Closing does I/O: shielded, so a cancelled request cannot interrupt it.
-                await asyncio.shield(greenlet_spawn(fairy.invalidate, timed_out or error))
-            if timed_out is not None:
-                raise timed_out from None
-            raise
-        else:
-            if connection.driver.is_closed():
-                # The session ended under a failure the borrower chose to absorb (the
-                # best-effort commit position): the next borrower would only fail on it.
-                await asyncio.shield(greenlet_spawn(fairy.invalidate))
-        finally:
-            if wait is not None:
-                self._deadlines.finish(wait)
-            try:
-                # Returning a connection does no I/O (no reset on return: app/db/engine.py;
-                # an unusable one was closed above), so it is called directly: through
-                # greenlet_spawn it cost ~15 us a request in a microbenchmark.
-                fairy.close()
-            finally:
-                self._slots.release()
-            self._use_metric.observe(time.perf_counter() - acquired)
-
-    async def _checkout(self, started: float) -> Any:
-        """A slot, then SQLAlchemy's checkout (its `_ConnectionFairy`); the pool timeout and
-        checkout failures are noted here."""
         self.waiting += 1
         try:
             await self._take_slot(started)
             try:
-                return await greenlet_spawn(self._queue_pool.connect)
+                fairy = await greenlet_spawn(self._queue_pool.connect)
             except BaseException:
                 self._slots.release()
                 raise
@@ -216,16 +157,36 @@ class Pool:
             raise
         finally:
             self.waiting -= 1
-
-    def _timed_out(self, wait: Wait | None, error: BaseException) -> CommandTimeoutError | None:
-        """`CommandTimeoutError` when `error` is the cancellation of the borrow's bound."""
-        if (
-            wait is not None
-            and isinstance(error, asyncio.CancelledError)
-            and self._deadlines.ended(wait)
-        ):
-            return CommandTimeoutError("the server did not answer in time")
-        return None
+        acquired = time.perf_counter()
+        waited = acquired - started
+        self._recent_waits.append(waited)
+        self._wait_metric.observe(waited)
+        connection = DriverConnection(fairy.driver_connection)
+        try:
+            yield connection
+        except BaseException as error:
+            if isinstance(error, CommandTimeoutError):
+                # The server stopped answering: no graceful close (SQLAlchemy would wait up
+                # to 2 s for it), and no cancel request either, for it would go unanswered.
+                connection.driver.terminate()
+            if _unusable_after(connection.driver, error):
+                # Closing does I/O: shielded, so a cancelled request cannot interrupt it.
+                await asyncio.shield(greenlet_spawn(fairy.invalidate, error))
+            raise
+        else:
+            if connection.driver.is_closed():
+                # The session ended under a failure the borrower chose to absorb (the
+                # best-effort commit position): the next borrower would only fail on it.
+                await asyncio.shield(greenlet_spawn(fairy.invalidate))
+        finally:
+            try:
+                # Returning a connection does no I/O (no reset on return: app/db/engine.py;
+                # an unusable one was closed above), so it is called directly: through
+                # greenlet_spawn it cost ~15 us a request in a microbenchmark.
+                fairy.close()
+            finally:
+                self._slots.release()
+            self._use_metric.observe(time.perf_counter() - acquired)
 
     async def _take_slot(self, started: float) -> None:
         """Wait for one of the pool's `max_size` slots, in arrival order, until the pool
@@ -343,10 +304,6 @@ def _unusable_after(connection: Any, error: BaseException) -> bool:
     if isinstance(error, (asyncio.CancelledError, TimeoutError, CommandTimeoutError)):
         return True
     return isinstance(error, Exception) and (is_transient(error) or is_read_only(error))
-
-
-def _loop_time() -> float:
-    return asyncio.get_running_loop().time()
 
 
 def _percentile_ms(sorted_values: list[float], quantile: float) -> float:

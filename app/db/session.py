@@ -27,6 +27,7 @@ from app.db import metrics
 from app.db.connection import Connection, DriverConnection, Scalar
 from app.db.database import Database
 from app.db.errors import (
+    CommandTimeoutError,
     DatabaseUnavailableError,
     TokenAheadError,
     is_database_error,
@@ -265,13 +266,16 @@ async def _run(pool: Pool, operation: Operation[T], *, in_transaction: bool) -> 
 
 
 async def _execute(conn: DriverConnection, operation: Operation[T], *, in_transaction: bool) -> T:
-    """Run `operation` (in a transaction of its own in PgBouncer mode). The pool bounds the
-    borrow: past `answer_within_s` the operation is cancelled and `CommandTimeoutError`
-    raised (`app.db.pool`)."""
-    if in_transaction:
-        async with conn.driver.transaction(isolation="read_committed"):
-            return await operation(conn)
-    return await operation(conn)
+    """Run `operation` (in a transaction of its own in PgBouncer mode). A client-side command
+    timeout becomes `CommandTimeoutError`; the pool then discards the connection, which may
+    still be busy cancelling."""
+    try:
+        if in_transaction:
+            async with conn.driver.transaction(isolation="read_committed"):
+                return await operation(conn)
+        return await operation(conn)
+    except TimeoutError as error:
+        raise CommandTimeoutError("the server did not answer in time") from error
 
 
 def _note_failure(pool: Pool, error: BaseException) -> None:

@@ -1,7 +1,8 @@
 """A server that stops answering (every process SIGSTOPped: connections stay open, nothing
-comes back) must not hold a request for ever: the pool bounds each borrowed connection's use
-at the statement timeout plus 2 s (`answer_within_s`), kept by one housekeeping task, and
-the request answers 503 (`the database did not answer in time`)."""
+comes back) must not hold a request for ever: asyncpg bounds each statement at the statement
+timeout plus 2 s (`command_timeout`), the connection is dropped at once (a graceful close
+waited 2 s more on the hung server), and the request answers 503 (`the database did not
+answer in time`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from app.config import Settings
 from app.db.connection import Connection
-from app.db.database import DEADLINE_RESOLUTION_S, Database
+from app.db.database import Database
 from app.db.errors import DatabaseUnavailableError
 from app.db.session import DbSession
 from tests.support.cluster import TestDatabase, embedded, paused
@@ -47,7 +48,7 @@ async def test_a_read_on_a_hung_primary_answers_503_at_the_bound(database: TestD
                 await DbSession(db).read(_select_one)
             elapsed = loop.time() - started
         print(f"\n[faults] a read on a hung primary answered after {elapsed:.2f} s")
-        assert BOUND_S <= elapsed < BOUND_S + DEADLINE_RESOLUTION_S + 0.5
+        assert BOUND_S <= elapsed < BOUND_S + 0.5
         # The connection the hung statement held was discarded; the next read reconnects.
         assert await DbSession(db).read(_select_one) == 1
         assert db.writer.checked_out == 0
