@@ -11,6 +11,7 @@ from typing import Any
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
+import structlog
 import yaml
 
 from app.cli import _kill_timeout_s
@@ -134,6 +135,9 @@ def test_the_configuration_parses_and_names_only_variables_the_service_reads() -
 def test_probes_use_the_services_routes_and_port() -> None:
     settings, _ = _settings()
     app = create_app(settings)  # pools open in the lifespan, not here
+    # A production app caches each logger on first use; tests that run after this one
+    # capture logs (structlog.testing) only through loggers that are not cached.
+    structlog.configure(cache_logger_on_first_use=False)
     paths = {route.path for route in app.routes}
     container = _container("Deployment/messenger")
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
