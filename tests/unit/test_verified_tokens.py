@@ -47,7 +47,8 @@ def test_a_full_memory_of_live_tokens_drops_the_oldest_quarter() -> None:
         memory.remember(f"t{n}", n, expires_at=far)
     memory.remember("t8", 8, expires_at=far)
     assert len(memory) == 7
-    assert memory.get("t0") is None and memory.get("t1") is None
+    assert memory.get("t0") is None
+    assert memory.get("t1") is None
     assert [memory.get(f"t{n}") for n in range(2, 9)] == list(range(2, 9))
     for n in range(9, 1_000):  # never beyond the capacity, however many arrive
         memory.remember(f"t{n}", n, expires_at=far)
