@@ -6,13 +6,12 @@ import time
 
 import pytest
 
-from app.security import verified_tokens
 from app.security.verified_tokens import VerifiedTokens
 
 
 def test_a_remembered_token_is_returned_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1_000.0]
-    monkeypatch.setattr(verified_tokens.time, "time", lambda: now[0])
+    monkeypatch.setattr(time, "time", lambda: now[0])
     memory: VerifiedTokens[str] = VerifiedTokens()
     memory.remember("token-a", "alice", expires_at=1_010.0)
     assert memory.get("token-a") == "alice"
@@ -28,7 +27,7 @@ def test_the_memory_is_bounded_and_drops_expired_entries_first(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = [0.0]
-    monkeypatch.setattr(verified_tokens.time, "time", lambda: now[0])
+    monkeypatch.setattr(time, "time", lambda: now[0])
     memory: VerifiedTokens[int] = VerifiedTokens(capacity=8)
     for n in range(4):
         memory.remember(f"short-{n}", n, expires_at=10.0)
