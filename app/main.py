@@ -32,7 +32,6 @@ from app.ops.request_deadline import RequestDeadlineMiddleware
 from app.ops.tracing import Tracing
 from app.process.heap import FrozenHeap
 from app.process.lifecycle import Lifecycle
-from app.process.metric_batches import MetricBatches
 
 REQUEST_MAX_BODY_BYTES = 64 * 1024
 
@@ -46,13 +45,12 @@ def create_app(settings: Settings) -> Litestar:
     readiness = Readiness(database)
     authentication = Authentication(_auth_settings(settings), settings.redis_url)
     tracing = Tracing(settings.tracing)  # off unless OTEL_* variables ask for it
-    metrics = MetricsFiles(settings.server.workers, MetricBatches())
     lifecycle = Lifecycle(
         # Started in this order, stopped in the reverse one.
         # The heap is frozen last, once everything warm-up makes exists.
         [
             tracing,
-            metrics,
+            MetricsFiles(settings.server.workers),
             database,
             readiness,
             authentication,
@@ -70,7 +68,7 @@ def create_app(settings: Settings) -> Litestar:
             MetricsController,
         ],
         middleware=[
-            DefineMiddleware(HttpMetricsMiddleware, lifecycle=lifecycle, batches=metrics.batches),
+            DefineMiddleware(HttpMetricsMiddleware, lifecycle=lifecycle),
             # Inside the metrics: its 408s and 503s are counted, and so is the request.
             DefineMiddleware(
                 RequestDeadlineMiddleware, lifecycle=lifecycle, limits=settings.requests
@@ -88,7 +86,6 @@ def create_app(settings: Settings) -> Litestar:
                 "settings": settings,
                 "database": database,
                 "readiness": readiness,
-                "metrics": metrics,
                 "authentication": authentication,
             }
         ),

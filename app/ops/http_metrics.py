@@ -5,25 +5,19 @@ on the saturating benchmarks that was ~100 us of a ~900 us request. This middlew
 the same series (`http_server_requests_total`, `http_server_request_duration_seconds`,
 `http_server_requests_error_total`, `http_server_requests_in_progress`, labelled by
 `app_name`, `method`, `path` template and `status_code`) straight from the ASGI scope, with
-the labelled children cached, and in batches (`app.process.metric_batches`): a request adds
-to numbers of its own process, which reach the shared samples once a second.
+the labelled children cached.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Gauge, Histogram
 
 from app.process.lifecycle import Lifecycle
-from app.process.metric_batches import (
-    BatchedCounter,
-    BatchedGauge,
-    BatchedHistogram,
-    MetricBatches,
-)
 
 APP_NAME = "messenger"
 _LABELS = ("app_name", "method", "path", "status_code")
@@ -48,14 +42,11 @@ IN_PROGRESS = Gauge(
 class HttpMetricsMiddleware:
     """ASGI middleware (inside the router, so `path_template` is known)."""
 
-    def __init__(self, app: ASGIApp, lifecycle: Lifecycle, batches: MetricBatches) -> None:
+    def __init__(self, app: ASGIApp, lifecycle: Lifecycle) -> None:
         self.app = app
         self.lifecycle = lifecycle
-        self._batches = batches
-        self._children: dict[
-            tuple[str, str, int], tuple[BatchedCounter, BatchedHistogram, BatchedCounter | None]
-        ] = {}
-        self._gauges: dict[tuple[str, str], BatchedGauge] = {}
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+        self._gauges: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -65,8 +56,7 @@ class HttpMetricsMiddleware:
         path: str = scope.get("path_template") or scope["path"]
         gauge = self._gauges.get((method, path))
         if gauge is None:
-            gauge = self._batches.gauge(IN_PROGRESS.labels(APP_NAME, method, path))
-            self._gauges[(method, path)] = gauge
+            gauge = self._gauges[(method, path)] = IN_PROGRESS.labels(APP_NAME, method, path)
         started = time.perf_counter()
         span = [200, 0.0]  # status, seconds until the last body chunk
 
@@ -78,11 +68,11 @@ class HttpMetricsMiddleware:
             await send(message)
 
         self.lifecycle.in_flight += 1
-        gauge.value += 1
+        gauge.inc()
         try:
             await self.app(scope, receive, timed_send)
         finally:
-            gauge.value -= 1
+            gauge.dec()
             self.lifecycle.in_flight -= 1
             self._record(method, path, int(span[0]), span[1] or time.perf_counter() - started)
 
@@ -91,13 +81,8 @@ class HttpMetricsMiddleware:
         children = self._children.get(key)
         if children is None:
             labels = (APP_NAME, method, path, str(status))
-            batches = self._batches
-            errors = batches.counter(ERRORS.labels(*labels)) if status >= 500 else None
-            children = (
-                batches.counter(REQUESTS.labels(*labels)),
-                batches.histogram(DURATION.labels(*labels)),
-                errors,
-            )
+            errors = ERRORS.labels(*labels) if status >= 500 else None
+            children = (REQUESTS.labels(*labels), DURATION.labels(*labels), errors)
             self._children[key] = children
         requests, duration, errors = children
         requests.inc()

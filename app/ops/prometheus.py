@@ -21,12 +21,7 @@ from prometheus_client.exposition import choose_encoder
 from app.api.auth import NO_TOKEN
 from app.db.database import Database
 from app.ops.access import operator_only
-from app.process.metric_batches import MetricBatches
 from app.process.multiproc import MULTIPROC_ENV, multiprocess_enabled
-from app.process.periodic import Periodic
-
-FLUSH_INTERVAL_S = 1.0
-"""How stale another worker's batched request metrics may be in a scrape."""
 
 log = structlog.get_logger("app.ops.prometheus")
 
@@ -42,24 +37,15 @@ def exposition(accept: str | None) -> tuple[bytes, str]:
 
 
 class MetricsFiles:
-    """The worker's share of the multiprocess metrics directory, as a lifecycle component:
-    it also adds the worker's batched observations to it once a second
-    (`app.process.metric_batches`)."""
+    """The worker's share of the multiprocess metrics directory, as a lifecycle component."""
 
     name = "metrics"
 
-    def __init__(self, workers: int, batches: MetricBatches) -> None:
+    def __init__(self, workers: int) -> None:
         self._workers = workers
-        self.batches = batches
-        self._flusher = Periodic("metric-flush", FLUSH_INTERVAL_S, self._flush)
-
-    async def _flush(self) -> None:
-        self.batches.flush()
 
     async def start(self) -> None:
-        """Start flushing; warn when several workers would each answer scrapes with their
-        own numbers."""
-        self._flusher.start()
+        """Warn when several workers would each answer scrapes with their own numbers."""
         if self._workers > 1 and not multiprocess_enabled():
             log.warning(
                 "several workers but no shared metrics directory: /metrics describes only the"
@@ -69,10 +55,7 @@ class MetricsFiles:
             )
 
     async def stop(self) -> None:
-        """Flush the last batch, then remove this worker's live gauges from the directory
-        (its counters stay summed)."""
-        await self._flusher.stop()
-        self.batches.flush()
+        """Remove this worker's live gauges from the directory (its counters stay summed)."""
         if multiprocess_enabled():
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
@@ -97,8 +80,5 @@ class MetricsController(Controller):
         database: Database | None = getattr(state, "database", None)
         if database is not None:
             database.publish_metrics()
-        metrics: MetricsFiles | None = getattr(state, "metrics", None)
-        if metrics is not None:
-            metrics.batches.flush()  # this worker's numbers are current; others' within 1 s
         body, content_type = exposition(request.headers.get("accept"))
         return Response(body, headers={"Content-Type": content_type})
