@@ -8,7 +8,7 @@ import gc
 import anyio
 from prometheus_client import REGISTRY
 
-from app.process.heap import FrozenHeap
+from app.process.heap import GC_THRESHOLDS, FrozenHeap
 
 
 def _pauses(generation: int) -> float:
@@ -21,13 +21,16 @@ def _pauses(generation: int) -> float:
 def test_start_freezes_the_heap_and_times_collections_and_stop_undoes_it() -> None:
     heap = FrozenHeap()
     before = _pauses(2)
+    defaults = gc.get_threshold()
     try:
         anyio.run(heap.start)
         assert gc.get_freeze_count() > 1_000  # what existed (the test session's objects)
+        assert gc.get_threshold() == GC_THRESHOLDS
         gc.collect()
         assert _pauses(2) == before + 1
     finally:
         anyio.run(heap.stop)
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == defaults
     gc.collect()
     assert _pauses(2) == before + 1  # no longer timed
