@@ -30,6 +30,7 @@ from app.ops.prometheus import MetricsController, MetricsFiles
 from app.ops.readiness import Readiness
 from app.ops.request_deadline import RequestDeadlineMiddleware
 from app.ops.tracing import Tracing
+from app.process.heap import FrozenHeap
 from app.process.lifecycle import Lifecycle
 
 REQUEST_MAX_BODY_BYTES = 64 * 1024
@@ -46,7 +47,15 @@ def create_app(settings: Settings) -> Litestar:
     tracing = Tracing(settings.tracing)  # off unless OTEL_* variables ask for it
     lifecycle = Lifecycle(
         # Started in this order, stopped in the reverse one.
-        [tracing, MetricsFiles(settings.server.workers), database, readiness, authentication],
+        # The heap is frozen last, once everything warm-up makes exists.
+        [
+            tracing,
+            MetricsFiles(settings.server.workers),
+            database,
+            readiness,
+            authentication,
+            FrozenHeap(),
+        ],
         shutdown_timeout_s=settings.server.shutdown_timeout_s,
         drain_delay_s=settings.server.drain_delay_s,
     )

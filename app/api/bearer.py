@@ -28,6 +28,7 @@ from litestar.security.jwt import JWTAuthenticationMiddleware
 from litestar.types import Receive, Scope, Send
 
 from app.security.tokens import KeyRingToken
+from app.security.verified_tokens import VerifiedTokens
 
 _MAX_USER_ID = 2**63 - 1
 
@@ -52,12 +53,12 @@ class BearerAuthenticationMiddleware(JWTAuthenticationMiddleware):
             raise TypeError("the bearer check needs the key ring's token class")
         self._decode = token_cls.decode_payload
         self._algorithms = [self.algorithm]
+        # Bound to this middleware's key ring: a new ring (a restart) starts empty.
+        self._remembered: VerifiedTokens[tuple[Caller, dict[str, Any]]] = VerifiedTokens()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._bypassed(scope):
-            claims = self._verified_claims(scope)
-            scope["user"] = _caller(claims)
-            scope["auth"] = claims
+            scope["user"], scope["auth"] = self._verified(scope)
         await self.app(scope, receive, send)
 
     def _bypassed(self, scope: Scope) -> bool:
@@ -72,14 +73,21 @@ class BearerAuthenticationMiddleware(JWTAuthenticationMiddleware):
             return True
         return self.exclude is not None and self.exclude.search(scope["path"]) is not None
 
-    def _verified_claims(self, scope: Scope) -> dict[str, Any]:
+    def _verified(self, scope: Scope) -> tuple[Caller, dict[str, Any]]:
+        """The caller and the claims of the request's token: remembered from an earlier
+        full check of the same token while it has not expired
+        (`app.security.verified_tokens`), else checked in full and remembered."""
+        token = _bearer_token(scope)
+        verified = self._remembered.get(token)
+        if verified is not None:
+            return verified
         try:
-            claims: dict[str, Any] = self._decode(
-                _bearer_token(scope), secret="", algorithms=self._algorithms
-            )
+            claims: dict[str, Any] = self._decode(token, secret="", algorithms=self._algorithms)
         except (jwt.InvalidTokenError, ValueError):
             raise NotAuthorizedException("Invalid token") from None
-        return claims
+        verified = (_caller(claims), claims)
+        self._remembered.remember(token, verified, float(claims["exp"]))
+        return verified
 
 
 def _bearer_token(scope: Scope) -> str:

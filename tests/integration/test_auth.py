@@ -23,7 +23,7 @@ from litestar.testing import TestClient
 
 from app.security.tokens import ALGORITHM, ISSUER, AccessTokens
 from tests.support.api import PASSWORD, bearer, create_user, log_in, make_client, register
-from tests.support.cluster import TestDatabase, fetchval
+from tests.support.cluster import TestDatabase, fetchval, wait_until
 
 KEY = b"k" * 32
 KEYS = "test-1:" + base64.urlsafe_b64encode(KEY).decode().rstrip("=")
@@ -117,6 +117,26 @@ def test_expired_tampered_wrong_key_unknown_kid_and_alg_none_are_refused(
     assert api.get("/users", headers=bearer(good)).status_code == 200
     for token in (expired, tampered, wrong_key, unknown_kid, alg_none, no_issuer):
         _assert_unauthorized(api.get("/users", headers=bearer(token)), invalid_token=True)
+
+
+def test_a_token_checked_once_is_refused_once_it_expires_and_failures_are_not_remembered(
+    api: TestClient[Litestar],
+) -> None:
+    """The bearer check remembers tokens it verified (app.security.verified_tokens): the
+    memory must never outlive `exp`, and a refused token must be refused every time."""
+    user = create_user(api)
+    short = AccessTokens({"test-1": KEY}, "test-1", ttl_s=1).issue(user["id"])
+    assert api.get("/users", headers=bearer(short)).status_code == 200
+    assert api.get("/users", headers=bearer(short)).status_code == 200  # remembered
+    wait_until(
+        lambda: api.get("/users", headers=bearer(short)).status_code == 401,
+        timeout_s=5,
+        what="the remembered token to be refused after its exp",
+    )
+    _assert_unauthorized(api.get("/users", headers=bearer(short)), invalid_token=True)
+    wrong_key = jwt.encode(_claims(user["id"]), b"w" * 32, ALGORITHM, headers={"kid": "test-1"})
+    for _ in range(3):
+        _assert_unauthorized(api.get("/users", headers=bearer(wrong_key)), invalid_token=True)
 
 
 @pytest.mark.parametrize(
