@@ -32,6 +32,7 @@ from app.ops.request_deadline import RequestDeadlineMiddleware
 from app.ops.tracing import Tracing
 from app.process.heap import FrozenHeap
 from app.process.lifecycle import Lifecycle
+from app.process.loop_lag import LoopLag
 
 REQUEST_MAX_BODY_BYTES = 64 * 1024
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> Litestar:
             database,
             readiness,
             authentication,
+            LoopLag(),
             FrozenHeap(),
         ],
         shutdown_timeout_s=settings.server.shutdown_timeout_s,

@@ -270,6 +270,32 @@ def _token_reads(data: dict[str, Any]) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def _tail(data: dict[str, Any]) -> list[str]:
+    """The users scenario's tail next to the service's own clocks (tests/bench/tail.py)."""
+    lines = [
+        "| target | requests | p99 ms (client) | server time > 250 / > 500 ms | GC pauses "
+        "(full) / > 10 ms / total ms | loop lag samples > 50 / > 250 ms (of) "
+        "| pool waits > 100 ms (of) / total ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in data["scenarios"].get("users", {}).items():
+        if not name.startswith("service") or not _count(r, "tail_server_requests"):
+            continue
+
+        def c(key: str, r: dict[str, Any] = r) -> int:
+            return _count(r, f"tail_{key}")
+
+        lines.append(
+            f"| {name} | {r['requests']} | {r['p99_ms']:.1f} "
+            f"| {c('server_over_250ms')} / {c('server_over_500ms')} "
+            f"| {c('gc_pauses')} ({c('gc_full_collections')}) / {c('gc_pauses_over_10ms')} / "
+            f"{c('gc_pause_ms')} "
+            f"| {c('loop_lag_over_50ms')} / {c('loop_lag_over_250ms')} ({c('loop_lag_samples')}) "
+            f"| {c('pool_waits_over_100ms')} ({c('pool_waits')}) / {c('pool_wait_ms')} |"
+        )
+    return lines if len(lines) > 2 else []
+
+
 def _sweep(data: dict[str, Any]) -> list[str]:
     sends = data["scenarios"].get("sweep_sends", {})
     pages = data["scenarios"].get("sweep_pages", {})
@@ -404,6 +430,21 @@ def markdown(data: dict[str, Any]) -> str:
             "pg_stat_statements counted on the replica, for every read (the baseline sends its "
             "token reads to the primary). A read missed its write when the page's newest message "
             "is older than the message its send created.",
+        ]
+    tail = _tail(data)
+    if tail:
+        lines += [
+            "",
+            "## Where the users' tail waited",
+            "",
+            *tail,
+            "",
+            "The service's own clocks over the users runs, summed over workers "
+            "(`tests/bench/tail.py`): requests whose server-side time (routing to the last body "
+            "byte) passed 250 or 500 ms; garbage-collector pauses; event-loop lag sampled every "
+            "100 ms (a late sample means every ready callback waited that long); waits for a "
+            "pool connection. Client latency beyond the server's time was spent before the "
+            "application saw the request (accept queue, granian, the load generator's CPU).",
         ]
     gap = _gap(data)
     if gap:

@@ -25,6 +25,13 @@ from tests.bench.auth import BenchAuth
 from tests.bench.load import Result, Run, ensure_wrk, run_wrk
 from tests.bench.seed import BenchCluster, DataSet
 from tests.bench.servers import RssSampler, Server, cpu_used, http
+from tests.bench.tail import difference, tail_counters
+
+
+def _token_reads(exposition: str) -> dict[str, int]:
+    """`db_consistency_token_reads_total` by `served_by`."""
+    return {served_by: int(float(n)) for served_by, n in TOKEN_READS.findall(exposition)}
+
 
 DATA_DIR = Path(os.environ.get("BENCH_DATA_DIR") or tempfile.gettempdir()) / "messenger-bench"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -198,7 +205,7 @@ class Bench:
             **(env or {}),
         }
         before = self.max_message_id() if count_sends else 0
-        token_reads = self.token_reads(server)
+        scrape_before = self.scrape(server)
         self.cluster.reset_statement_stats()
         server_before, pg_before = server.cpu_snapshot(), self.cluster.cpu_snapshot()
         with RssSampler(server) as rss:
@@ -213,12 +220,14 @@ class Bench:
             )
         cpu_server = cpu_used(server_before, server.cpu_snapshot())
         cpu_pg = cpu_used(pg_before, self.cluster.cpu_snapshot())
-        if token_reads is not None:
-            after = self.token_reads(server) or {}
-            for served_by, count in after.items():
+        if scrape_before is not None:
+            scrape_after = self.scrape(server) or ""
+            token_reads = _token_reads(scrape_before)
+            for served_by, count in _token_reads(scrape_after).items():
                 counted = count - token_reads.get(served_by, 0)
                 if counted:
                     run.counts[f"token_reads_{served_by}"] = counted
+            run.counts.update(difference(tail_counters(scrape_after), tail_counters(scrape_before)))
         for node, calls in self.cluster.page_reads().items():
             if calls:
                 run.counts[f"page_reads_{node}"] = calls
@@ -248,13 +257,11 @@ class Bench:
             "BENCH_THINK_MS": str(self.config.think_ms),
         }
 
-    def token_reads(self, server: Server) -> dict[str, int] | None:
-        """The service's `db_consistency_token_reads_total` by `served_by` (a scrape of
-        `/metrics` with the operator's token); None for the baseline."""
+    def scrape(self, server: Server) -> str | None:
+        """The service's `/metrics` (with the operator's token); None for the baseline."""
         if server.name != "service":
             return None
-        text = http(f"{server.url}/metrics", headers=self.auth.metrics_headers())[2].decode()
-        return {served_by: int(float(n)) for served_by, n in TOKEN_READS.findall(text)}
+        return http(f"{server.url}/metrics", headers=self.auth.metrics_headers())[2].decode()
 
     def interleave(
         self,
