@@ -24,8 +24,8 @@ import structlog
 from stamina.instrumentation import RetryDetails, set_on_retry_hooks
 
 from app.db import metrics
+from app.db.cluster import Database
 from app.db.connection import Connection, DriverConnection, Scalar
-from app.db.database import Database
 from app.db.errors import (
     CommandTimeoutError,
     DatabaseUnavailableError,

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import structlog
 
-from app.db.database import Database
+from app.db.cluster import Database
 from app.db.pool import Pool
 from app.db.replicas import ReplicaState
 

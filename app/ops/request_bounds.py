@@ -8,7 +8,7 @@ it until granian's kill timeout, so the pools were never closed. Here:
 
 - **The body deadline.** Counted from the moment the request reaches the application (its
   headers are in), the whole body must arrive within `REQUEST_BODY_TIMEOUT_S` (answered at
-  most a quarter of it, or 250 ms, later: `app.process.deadlines`). A read that
+  most a quarter of it, or 250 ms, later: `app.process.deadline_sweeper`). A read that
   would pass it raises `RequestBodyTimeout`, which Litestar answers as a 408 problem document
   (`app.api.problems`) with `Connection: close`; hyper then closes the connection (the rest of
   the body is never read), which frees granian's connection slot. After the body, reads are
@@ -39,7 +39,7 @@ from litestar.types.asgi_types import HTTPResponseBodyEvent, HTTPResponseStartEv
 
 from app.api.problems import PROBLEM_JSON, Problem
 from app.config import RequestLimits
-from app.process.deadlines import Deadlines
+from app.process.deadline_sweeper import Deadlines
 from app.process.lifecycle import Lifecycle
 
 log = structlog.get_logger("app.requests")
@@ -100,7 +100,7 @@ class RequestDeadlineMiddleware:
     def _bounded(self, receive: Receive, path: str) -> Receive:
         """`receive`, failing once the body is not complete by the deadline.
 
-        The deadline is kept by `app.process.deadlines` (one housekeeping task for every
+        The deadline is kept by `app.process.deadline_sweeper` (one housekeeping task for every
         request's body, not a timer per request: that timer alone cost 6 to 8% of a send's
         CPU), so a stalled body is answered within `_resolution_s` after the deadline."""
         timeout_s = self.limits.body_timeout_s

@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 
-from app.db.database import Database
+from app.db.cluster import Database
 from app.db.pool import PoolSnapshot
 from app.db.replicas import ReplicaState
 

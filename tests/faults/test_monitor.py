@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from app.config import Settings
-from app.db.database import Database
+from app.db.cluster import Database
 from tests.support.cluster import TestDatabase
 from tests.support.faults import query, wait_for
 

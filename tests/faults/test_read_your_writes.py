@@ -16,7 +16,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from app.db.database import Database
+from app.db.cluster import Database
 from app.db.lsn import parse_lsn
 from tests.support.api import Account, create_chat, make_client, register, send
 from tests.support.cluster import TestDatabase, fetchval, wait_until

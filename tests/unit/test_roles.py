@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from app.config import Settings
-from app.db.database import Database
+from app.db.cluster import Database
 from app.db.errors import DatabaseUnavailableError
 from app.db.monitor import MemberProbe
 
