@@ -54,7 +54,7 @@ def _monitor_sees(client: TestClient[Litestar], token: str) -> None:
     db: Database = client.app.state.database
     position = parse_lsn(token)
     wait_until(
-        lambda: all(state.replay_lsn >= position for state in db.replicas.states),
+        lambda: all(state.replay_lsn >= position for state in db.snapshot.replicas),
         10,
         f"the monitor to see the replicas past {token}",
     )
