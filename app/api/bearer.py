@@ -27,6 +27,7 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.security.jwt import JWTAuthenticationMiddleware
 from litestar.types import Receive, Scope, Send
 
+from app.compat.litestar import auth_bypassed
 from app.security.tokens import KeyRingToken
 
 _MAX_USER_ID = 2**63 - 1
@@ -61,16 +62,14 @@ class BearerAuthenticationMiddleware(JWTAuthenticationMiddleware):
         await self.app(scope, receive, send)
 
     def _bypassed(self, scope: Scope) -> bool:
-        """Litestar's own rules, in its order: the scope type, a route that opted out
-        (`exclude_from_auth`), an excluded method, an excluded path (no mounts here)."""
-        if scope["type"] not in self.scopes:
-            return True
-        handler = scope.get("route_handler")
-        if handler is not None and handler.opt.get(self.exclude_opt_key):
-            return True
-        if scope.get("method") in self.exclude_http_methods:
-            return True
-        return self.exclude is not None and self.exclude.search(scope["path"]) is not None
+        """Litestar's own rules (`app.compat.litestar.auth_bypassed`)."""
+        return auth_bypassed(
+            scope,
+            scopes=self.scopes,
+            exclude_opt_key=self.exclude_opt_key,
+            exclude_http_methods=self.exclude_http_methods,
+            exclude=self.exclude,
+        )
 
     def _verified_claims(self, scope: Scope) -> dict[str, Any]:
         try:

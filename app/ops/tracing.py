@@ -35,6 +35,7 @@ from litestar.config.app import AppConfig
 from litestar.plugins import InitPluginProtocol
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from app.compat.opentelemetry_asyncpg import request_statements
 from app.config import TracingSettings
 
 log = structlog.get_logger("app.ops.tracing")
@@ -175,7 +176,6 @@ def _instrumentor_class() -> Any:
     """The asyncpg instrumentor, tracing statements inside a request only, each tagged with
     its pool (made once: an instrumentor is a singleton per class)."""
     from opentelemetry import trace
-    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
     def in_requests_only(traced: Any, connection_of: Any) -> Any:
         async def wrapper(self: Any, func: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -189,18 +189,7 @@ def _instrumentor_class() -> Any:
 
         return wrapper
 
-    class RequestStatements(AsyncPGInstrumentor):
-        # Connection.fetch/execute/...; prepared statements and cursors (SQLAlchemy's
-        # pre-ping after idle prepares one) name their connection `_connection`.
-        _do_execute = in_requests_only(AsyncPGInstrumentor._do_execute, lambda c: c)
-        _do_prepared_execute = in_requests_only(
-            AsyncPGInstrumentor._do_prepared_execute, lambda s: getattr(s, "_connection", None)
-        )
-        _do_cursor_execute = in_requests_only(
-            AsyncPGInstrumentor._do_cursor_execute, lambda s: getattr(s, "_connection", None)
-        )
-
-    return RequestStatements
+    return request_statements(in_requests_only)
 
 
 def _instrumentor() -> Any:

@@ -1,0 +1,36 @@
+"""SQLAlchemy internals: the idle reaper's access to QueuePool's queue.
+
+Written for SQLAlchemy 2.1 (`WRITTEN_FOR`; 2.1.9 installed when written).
+
+QueuePool has no idle timeout: it keeps `pool_size` connections forever, or with
+`max_overflow` closes a surplus connection the instant it is returned, which churned
+connections under bursty load. `app.db.idle` trims idle connections above the minimum instead,
+which needs the queue behind the pool (`QueuePool._pool`, an `AsyncAdaptedQueue` whose
+`_queue` is an `asyncio.LifoQueue` whose `_queue` is a list, least recently returned first)
+and the bookkeeping QueuePool does when it discards a connection (`_dec_overflow`). There is
+no public way to close an idle connection of a QueuePool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.pool import QueuePool
+
+WRITTEN_FOR = ("sqlalchemy", "2.1", "2.2")
+"""The distribution, and the range [from, below) of versions this module was written for."""
+
+
+def idle_stack(pool: QueuePool) -> list[Any] | None:
+    """The list behind the pool's LIFO queue of idle connection records, least recently
+    returned first; None when the pool is not laid out as expected (the reaper then turns
+    itself off)."""
+    queue = getattr(getattr(pool, "_pool", None), "_queue", None)
+    items = getattr(queue, "_queue", None)
+    return items if isinstance(items, list) else None
+
+
+def forget_discarded(pool: QueuePool) -> None:
+    """Account for a connection record taken out of the queue and closed, as QueuePool does
+    when it discards one itself (its count of connections drops by one)."""
+    pool._dec_overflow()
