@@ -55,21 +55,11 @@ class BearerAuthenticationMiddleware(JWTAuthenticationMiddleware):
         self._algorithms = [self.algorithm]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._bypassed(scope):
+        if not auth_bypassed(self, scope):  # Litestar's own rules (app.compat.litestar)
             claims = self._verified_claims(scope)
             scope["user"] = _caller(claims)
             scope["auth"] = claims
         await self.app(scope, receive, send)
-
-    def _bypassed(self, scope: Scope) -> bool:
-        """Litestar's own rules (`app.compat.litestar.auth_bypassed`)."""
-        return auth_bypassed(
-            scope,
-            scopes=self.scopes,
-            exclude_opt_key=self.exclude_opt_key,
-            exclude_http_methods=self.exclude_http_methods,
-            exclude=self.exclude,
-        )
 
     def _verified_claims(self, scope: Scope) -> dict[str, Any]:
         try:

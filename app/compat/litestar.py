@@ -22,13 +22,12 @@ Written for Litestar 2.25 (`WRITTEN_FOR`; 2.25.0 installed when written). Each p
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from re import Pattern
 from typing import Any
 
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.enums import HttpMethod
 from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
+from litestar.middleware.authentication import AbstractAuthenticationMiddleware
 from litestar.response.base import ASGIResponse
 from litestar.types import Scope
 from litestar.typing import FieldDefinition
@@ -47,23 +46,20 @@ __all__ = [
 _SEPARATORS = re.compile(r"[!#$%&'*+\-.^_`|~:]+")
 
 
-def auth_bypassed(
-    scope: Scope,
-    *,
-    scopes: Any,
-    exclude_opt_key: str | None,
-    exclude_http_methods: Sequence[str] | None,
-    exclude: Pattern[str] | None,
-) -> bool:
-    """Litestar's rules, in its order: the scope type, a route that opted out (its
-    `exclude_opt_key` option), an excluded method, an excluded path (no mounts here)."""
-    if scope["type"] not in scopes:
+def auth_bypassed(middleware: AbstractAuthenticationMiddleware, scope: Scope) -> bool:
+    """Whether `middleware` lets `scope` through unauthenticated, by Litestar's rules in its
+    order: the scope type, a route that opted out (the middleware's `exclude_opt_key`
+    option), an excluded method, an excluded path (no mounts here)."""
+    if scope["type"] not in middleware.scopes:
         return True
     handler = scope.get("route_handler")
-    if exclude_opt_key and handler is not None and handler.opt.get(exclude_opt_key):
+    opt_key = middleware.exclude_opt_key
+    if opt_key and handler is not None and handler.opt.get(opt_key):
         return True
-    if exclude_http_methods and scope.get("method") in exclude_http_methods:
+    methods = middleware.exclude_http_methods
+    if methods and scope.get("method") in methods:
         return True
+    exclude = middleware.exclude
     return exclude is not None and exclude.search(scope["path"]) is not None
 
 

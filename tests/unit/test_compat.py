@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import re
 from importlib.metadata import version
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from litestar import Litestar, get, post, route
 from litestar.enums import HttpMethod, ScopeType
 from litestar.middleware._utils import should_bypass_middleware
+from litestar.middleware.authentication import AbstractAuthenticationMiddleware
 from litestar.plugins import OpenAPISchemaPlugin
 from litestar.response.base import ASGIResponse
 from packaging.version import Version
@@ -165,6 +165,13 @@ def test_asyncpg_statements_and_cursors_keep_their_connection_in_a_slot() -> Non
 # -- Litestar ----------------------------------------------------------------------------------
 
 
+class _Middleware(AbstractAuthenticationMiddleware):
+    """Litestar's base class, configured as `JWTAuth` configures the bearer middleware."""
+
+    async def authenticate_request(self, connection: Any) -> Any:
+        raise NotImplementedError
+
+
 class _Handler:
     def __init__(self, **opt: Any) -> None:
         self.opt = opt
@@ -188,15 +195,27 @@ class _Handler:
     ],
 )
 def test_the_bypass_rule_is_litestars(scope: dict[str, Any]) -> None:
-    settings: dict[str, Any] = {
-        "scopes": {ScopeType.HTTP},
-        "exclude_opt_key": "exclude_from_auth",
-        "exclude_http_methods": (HttpMethod.OPTIONS,),
-    }
-    exclude = re.compile("^/health")
-    ours = litestar.auth_bypassed(scope, exclude=exclude, **settings)  # type: ignore[arg-type]
-    theirs = should_bypass_middleware(scope=scope, exclude_path_pattern=exclude, **settings)  # type: ignore[arg-type]
-    assert ours == theirs
+    app: Any = None
+    middleware = _Middleware(
+        app,
+        exclude="^/health",
+        exclude_from_auth_key="exclude_from_auth",
+        exclude_http_methods=[HttpMethod.OPTIONS],
+        scopes={ScopeType.HTTP},
+    )
+    theirs = should_bypass_middleware(
+        scope=scope,  # type: ignore[arg-type]
+        exclude_http_methods=middleware.exclude_http_methods,
+        exclude_opt_key=middleware.exclude_opt_key,
+        exclude_path_pattern=middleware.exclude,
+        scopes=middleware.scopes,
+    )
+    assert litestar.auth_bypassed(middleware, scope) == theirs  # type: ignore[arg-type]
+
+
+def test_the_middleware_settings_the_bypass_reads_are_where_it_reads_them() -> None:
+    read = {"exclude", "exclude_http_methods", "exclude_opt_key", "scopes"}
+    assert read <= set(AbstractAuthenticationMiddleware.__slots__)
 
 
 def test_a_get_head_route_keeps_the_operation_id_litestar_gives_a_get() -> None:
