@@ -25,6 +25,7 @@ import structlog
 from app.db.cluster import Database
 from app.db.cluster_state import ReplicaView
 from app.db.pool import Pool
+from app.logging import Throttle
 
 Status = Literal["pass", "warn", "fail"]
 
@@ -123,7 +124,7 @@ class Readiness:
         url = database.settings.redis_url
         self._redis = _RedisPing(url, timeout_s) if url else None
         self._running: dict[str, asyncio.Task[CheckResult]] = {}
-        self._logged: dict[str, tuple[Status, str | None, float]] = {}
+        self._logged: dict[str, tuple[Status, str | None, Throttle]] = {}
 
     async def check(self) -> ReadinessReport:
         """Run every check concurrently; answer within the deadline whatever the servers do."""
@@ -220,12 +221,14 @@ class Readiness:
 
     def _log_change(self, name: str, result: CheckResult) -> None:
         """Log a check when its verdict changes, and while it keeps failing now and then."""
-        now = time.monotonic()
-        status, reason, logged_at = self._logged.get(name, ("pass", None, 0.0))
+        status, reason, repeat = self._logged.get(name, ("pass", None, None))
         changed = (status, reason) != (result.status, result.reason)
-        if not changed and (result.status == "pass" or now - logged_at < _LOG_REPEAT_S):
+        if changed:
+            repeat = repeat or Throttle(_LOG_REPEAT_S)
+            repeat.restart()
+            self._logged[name] = (result.status, result.reason, repeat)
+        elif result.status == "pass" or repeat is None or repeat.allow() is None:
             return
-        self._logged[name] = (result.status, result.reason, now)
         if result.status == "pass":
             log.info("readiness check passing again", check=name)
         else:

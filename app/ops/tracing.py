@@ -37,11 +37,11 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.compat.opentelemetry_asyncpg import request_statements
 from app.config import TracingSettings
+from app.db.engine import pool_of_application
 
 log = structlog.get_logger("app.ops.tracing")
 
 POOL_ATTRIBUTE = "db.client.connection.pool.name"
-_APPLICATION_PREFIX = "messenger-"  # app.db.engine: application_name = messenger-<pool>
 _UNTRACED = ["^/health", "^/metrics", "^/schema"]
 _FLUSH_TIMEOUT_MS = 5000
 _pool: contextvars.ContextVar[str | None] = contextvars.ContextVar("traced_pool", default=None)
@@ -216,4 +216,4 @@ def _pool_name(connection: Any) -> str | None:
         name = str(connection.get_settings().application_name)
     except AttributeError:
         return None
-    return name.removeprefix(_APPLICATION_PREFIX) if name.startswith(_APPLICATION_PREFIX) else None
+    return pool_of_application(name)
