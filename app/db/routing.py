@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 if TYPE_CHECKING:
     from app.db.cluster_state import ClusterSnapshot
@@ -43,8 +44,7 @@ class Kind(enum.Enum):
     WRITE = "write"
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(msgspec.Struct, frozen=True):
     """Where an operation runs, and what to do before and instead."""
 
     pool: Pool
@@ -64,8 +64,7 @@ class Plan:
     """Why the operation must not run at all (writes while two members claim the primary)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Plans:
+class Plans(msgspec.Struct, frozen=True):
     """Every plan a snapshot can give, built when the pools change (not per request)."""
 
     write: Plan
@@ -114,14 +113,26 @@ def route(  # noqa: PLR0917 (positional: called once per operation, on the hot p
     rotate). `now`: monotonic seconds, compared with a replica's `slow_until` (token reads
     only)."""
     plans = snapshot.plans
-    if kind is Kind.WRITE:
+    if kind is _WRITE:
         return plans.write
-    if wrote or kind is Kind.READ_PRIMARY:
+    if wrote or kind is _READ_PRIMARY:
         return plans.writer
     replicas = snapshot.replicas
     count = len(replicas)
-    best = known = -1
-    best_load = known_load = 0
+    best = -1
+    best_load = 0
+    if token is None:
+        for offset in range(count):
+            index = (turn + offset) % count
+            replica = replicas[index]
+            if not replica.healthy or (failed and replica.name in failed):
+                continue
+            load = replica.pool.checked_out
+            if best < 0 or load < best_load:
+                best, best_load = index, load
+        return plans.reads[best] if best >= 0 else plans.writer
+    known = -1
+    known_load = 0
     for offset in range(count):
         index = (turn + offset) % count
         replica = replicas[index]
@@ -130,12 +141,14 @@ def route(  # noqa: PLR0917 (positional: called once per operation, on the hot p
         load = replica.pool.checked_out
         if best < 0 or load < best_load:
             best, best_load = index, load
-        if token is not None and replica.replay_lsn >= token and (known < 0 or load < known_load):
+        if replica.replay_lsn >= token and (known < 0 or load < known_load):
             known, known_load = index, load
-    if token is None:
-        return plans.reads[best] if best >= 0 else plans.writer
     if known >= 0:
         return plans.token_reads[known]
     if best >= 0 and now >= replicas[best].slow_until:
         return plans.checked[best]
     return plans.token_writer
+
+
+_WRITE = Kind.WRITE
+_READ_PRIMARY = Kind.READ_PRIMARY

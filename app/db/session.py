@@ -50,6 +50,8 @@ RETRY_JITTER_S = 0.05
 # stamina clamps wait + jitter to the maximum: leave room for the jitter of the last wait.
 RETRY_WAIT_MAX_S = 0.4 + RETRY_JITTER_S
 
+_READ, _READ_PRIMARY, _WRITE = Kind.READ, Kind.READ_PRIMARY, Kind.WRITE  # one global lookup each
+
 _WAL_POSITION: Scalar[int] = Scalar("SELECT pg_current_wal_lsn()", int)  # asyncpg: pg_lsn -> int
 
 
@@ -102,7 +104,7 @@ class DbSession:
 
         `on_primary`: what was just written elsewhere must be seen now, and no token names
         it (a login right after registering, a refresh token minted a moment ago)."""
-        kind = Kind.READ_PRIMARY if on_primary else Kind.READ
+        kind = _READ_PRIMARY if on_primary else _READ
         try:
             return await self._read_once(operation, kind)  # the fast path
         except Exception as error:
@@ -244,7 +246,7 @@ class DbSession:
 
         A failure to get a connection means nothing was sent: retryable as it is. So is a
         statement a standby refused (read-only: nothing was written)."""
-        plan = route(Kind.WRITE, None, self._db.state.snapshot, True, NO_FAILURES, 0, 0.0)
+        plan = route(_WRITE, None, self._db.state.snapshot, True, NO_FAILURES, 0, 0.0)
         if plan.refused is not None:
             raise DatabaseUnavailableError(plan.refused, retry_after_s=1)
         writer = plan.pool
