@@ -1,4 +1,8 @@
-"""The per-request data access handle: routes each operation to a pool and retries it.
+"""The per-request data access handle: executes the routing policy's plans and retries.
+
+Where each operation goes is decided by `app.db.routing.route` (pure); this module runs the
+plan, reports what it learned or what failed to the cluster state (`app.db.cluster_state`),
+and retries with one helper for reads and writes (`DbSession._retry`). What that amounts to:
 
 - reads go to a healthy, caught-up replica (or the writer when none qualifies, or when the
   request already wrote); a read with a consistency token that no replica is known to have
