@@ -47,7 +47,7 @@ class HeadAwareResponse(Response[T]):
 
 def allowed_methods(request: Request[Any, Any, Any]) -> list[str]:
     """The methods the path this request matched answers, sorted."""
-    template = request.scope["path_template"]
+    template = request.scope["path_template"]  # app.compat.litestar.PATH_TEMPLATE
     methods: set[str] = set()
     for registered in request.app.routes:
         if isinstance(registered, HTTPRoute) and registered.path_format == template:

@@ -17,6 +17,13 @@ Written for Litestar 2.25 (`WRITTEN_FOR`; 2.25.0 installed when written). Each p
   a `GET`+`HEAD` route keeps the id it had alone (`app.api.head_options`).
 - `send_as_head`: marks an ASGI response as a `HEAD` response (headers, no body), which
   Litestar does only for its own `HEAD` routes (`app.api.head_options`).
+- `PATH_TEMPLATE`: the scope key Litestar's router sets to the matched route's template
+  (`/chats/{chat_id}/messages`). The HTTP metrics (`app.ops.http_metrics`), the
+  tracing span names (`app.ops.tracing`) and `OPTIONS` (`app.api.head_options`) read it
+  with the literal key, not through this module, so a request pays no extra lookup; the
+  test checks the router still sets it. Litestar's own `PrometheusMiddleware` built a
+  `Request` and four label dictionaries per request for the same labels, ~100 µs of a
+  ~900 µs request on the saturating benchmarks.
 """
 
 from __future__ import annotations
@@ -34,7 +41,11 @@ from litestar.typing import FieldDefinition
 
 WRITTEN_FOR = ("litestar", "2.25", "2.26")
 
+PATH_TEMPLATE = "path_template"
+"""The scope key of the matched route's template (set by Litestar's router)."""
+
 __all__ = [
+    "PATH_TEMPLATE",
     "WRITTEN_FOR",
     "StructSchemaPlugin",
     "auth_bypassed",

@@ -225,8 +225,7 @@ class Database:
         if following.block:
             self.state.block_writes(following.block)
             return
-        if self.topology.finds_roles:
-            self.state.unblock_writes()
+        self.state.unblock_writes()  # a no-op unless writes were blocked (a host list only)
         if following.writer is not None:
             self._move_writer(following.writer)
         for member in following.joiners:

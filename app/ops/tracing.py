@@ -119,7 +119,7 @@ def _name_by_route(app: ASGIApp) -> ASGIApp:
     from opentelemetry import trace
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        template = scope.get("path_template")
+        template = scope.get("path_template")  # app.compat.litestar.PATH_TEMPLATE
         method = scope.get("method")
         if template and method:
             span = trace.get_current_span()

@@ -278,3 +278,30 @@ def test_handler_parameters_are_the_parsed_signature() -> None:
 def test_the_struct_schema_plugin_is_litestars_openapi_plugin() -> None:
     assert issubclass(litestar.StructSchemaPlugin, OpenAPISchemaPlugin)
     assert callable(litestar.StructSchemaPlugin.is_plugin_supported_field)
+
+
+def test_the_router_sets_the_path_template_the_metrics_and_options_read() -> None:
+    from litestar import Request
+    from litestar.testing import TestClient
+
+    @get("/chats/{chat_id:int}/messages", sync_to_thread=False)
+    def template(request: Request[Any, Any, Any], chat_id: int) -> str:
+        del chat_id
+        return str(request.scope.get(litestar.PATH_TEMPLATE))
+
+    with TestClient(Litestar([template])) as client:
+        assert client.get("/chats/7/messages").text == "/chats/{chat_id}/messages"
+
+
+def test_a_connection_returned_without_reset_needs_no_greenlet() -> None:
+    """What `app.db.pool` does on return: the checkout's `close()`, outside a greenlet."""
+
+    async def main() -> int:
+        pool = AsyncAdaptedQueuePool(
+            _CREATOR, pool_size=1, max_overflow=0, use_lifo=True, reset_on_return=None
+        )
+        checkout = await greenlet_spawn(pool.connect)
+        checkout.close()  # would raise MissingGreenlet if the return did I/O
+        return pool.checkedin()
+
+    assert asyncio.run(main()) == 1
