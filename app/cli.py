@@ -49,7 +49,7 @@ def granian_command(settings: Settings) -> list[str]:
     `--backpressure` is set, not left to granian's default (backlog / workers, which changes
     with WORKERS): each worker holds `WORKER_CONNECTIONS` connections, idle keep-alive ones
     included. `--http1-header-read-timeout` bounds the headers (and idle keep-alive); the body
-    is bounded in the application (`app.ops.request_deadline`), which granian does not do.
+    is bounded in the application (`app.ops.request_bounds`), which granian does not do.
     """
     limits = settings.requests
     server = settings.server
@@ -164,7 +164,7 @@ def set_password(environ: dict[str, str], username: str) -> int:
 
 
 async def _store_password(settings: Settings, username: str, password: str) -> bool:
-    from app.db.database import Database
+    from app.db.cluster import Database
     from app.db.session import DbSession
     from app.domain.accounts import AccountRepository
     from app.security.passwords import Passwords

@@ -132,7 +132,7 @@ _MAX_HEADER_TIMEOUT_S = 60.0  # granian's bound on --http1-header-read-timeout
 @dataclass(frozen=True, slots=True)
 class RequestLimits:
     """How long a worker waits for a request and how many it holds (granian's flags and the
-    request deadline middleware, `app.ops.request_deadline`)."""
+    request deadline middleware, `app.ops.request_bounds`)."""
 
     header_timeout_s: float = 10.0
     """Time to receive a request's headers; also the idle keep-alive limit

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -161,3 +162,33 @@ def _leaves(error: BaseException) -> Iterable[BaseException]:
     if isinstance(error, BaseExceptionGroup):
         for inner in error.exceptions:
             yield from _leaves(inner)
+
+
+class Throttle:
+    """Lets one log line through per `interval_s` and counts the ones it held back: a flood
+    of the same event (checkout failures, slow clients, a failing check) must not become a
+    flood of log lines. The one helper for that (`app.db.pool`, `app.ops.request_bounds`,
+    `app.ops.readiness`)."""
+
+    __slots__ = ("_held_back", "_interval_s", "_next_at")
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._next_at = 0.0
+        self._held_back = 0
+
+    def allow(self) -> int | None:
+        """The number held back since the last line let through, or None to stay quiet."""
+        now = time.monotonic()
+        if now < self._next_at:
+            self._held_back += 1
+            return None
+        self._next_at = now + self._interval_s
+        held_back, self._held_back = self._held_back, 0
+        return held_back
+
+    def restart(self) -> None:
+        """A line was written anyway (a change worth telling at once): the interval starts
+        now, and nothing is held back."""
+        self._next_at = time.monotonic() + self._interval_s
+        self._held_back = 0

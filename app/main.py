@@ -22,13 +22,13 @@ from app.api.problems import EXCEPTION_HANDLERS
 from app.api.schemas import StrictBodySchemas
 from app.api.users import UserController
 from app.config import AuthSettings, Settings
-from app.db.database import Database
+from app.db.cluster import Database
 from app.logging import configure_logging
 from app.ops.health import HealthController
 from app.ops.http_metrics import HttpMetricsMiddleware
 from app.ops.prometheus import MetricsController, MetricsFiles
 from app.ops.readiness import Readiness
-from app.ops.request_deadline import RequestDeadlineMiddleware
+from app.ops.request_bounds import RequestDeadlineMiddleware
 from app.ops.tracing import Tracing
 from app.process.heap import FrozenHeap
 from app.process.lifecycle import Lifecycle

@@ -27,6 +27,7 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.security.jwt import JWTAuthenticationMiddleware
 from litestar.types import Receive, Scope, Send
 
+from app.compat.litestar import auth_bypassed
 from app.security.tokens import KeyRingToken
 from app.security.verified_tokens import VerifiedTokens
 
@@ -57,21 +58,9 @@ class BearerAuthenticationMiddleware(JWTAuthenticationMiddleware):
         self._remembered: VerifiedTokens[tuple[Caller, dict[str, Any]]] = VerifiedTokens()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._bypassed(scope):
+        if not auth_bypassed(self, scope):  # Litestar's own rules (app.compat.litestar)
             scope["user"], scope["auth"] = self._verified(scope)
         await self.app(scope, receive, send)
-
-    def _bypassed(self, scope: Scope) -> bool:
-        """Litestar's own rules, in its order: the scope type, a route that opted out
-        (`exclude_from_auth`), an excluded method, an excluded path (no mounts here)."""
-        if scope["type"] not in self.scopes:
-            return True
-        handler = scope.get("route_handler")
-        if handler is not None and handler.opt.get(self.exclude_opt_key):
-            return True
-        if scope.get("method") in self.exclude_http_methods:
-            return True
-        return self.exclude is not None and self.exclude.search(scope["path"]) is not None
 
     def _verified(self, scope: Scope) -> tuple[Caller, dict[str, Any]]:
         """The caller and the claims of the request's token: remembered from an earlier

@@ -2,7 +2,7 @@
 
 Strict input (`app.api.inputs`: bodies decoded strictly, integer parameters spelled
 canonically), `HEAD` without a body and an exact `OPTIONS` for every path it serves
-(`app.api.methods`).
+(`app.api.head_options`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from litestar import Controller
 from litestar.handlers import BaseRouteHandler
 
+from app.api.head_options import HeadAwareResponse, options_handler
 from app.api.inputs import StrictRequest, check_integer_parameters
-from app.api.methods import HeadAwareResponse, options_handler
 
 
 class ApiController(Controller):

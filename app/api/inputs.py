@@ -26,6 +26,8 @@ from litestar.exceptions import ClientException, ValidationException
 from litestar.handlers import BaseRouteHandler
 from litestar.typing import FieldDefinition
 
+from app.compat.litestar import handler_parameters
+
 _CANONICAL_INTEGER = re.compile("0|[1-9][0-9]{0,18}")
 _NOT_CANONICAL = "Expected an integer in ASCII digits: no sign, spaces or leading zeros"
 
@@ -65,7 +67,7 @@ _DECODERS: dict[object, msgspec.json.Decoder[Any]] = {}
 
 def _decoder(handler: BaseRouteHandler) -> msgspec.json.Decoder[Any]:
     """A strict decoder for the handler's `data` type (untyped when it declares none)."""
-    field = handler.parsed_fn_signature.parameters.get("data")
+    field = handler_parameters(handler).get("data")
     target: Any = Any if field is None else field.annotation
     decoder = _DECODERS.get(target)
     if decoder is None:
@@ -115,7 +117,7 @@ _INTEGER_PARAMETERS: dict[BaseRouteHandler, tuple[str, ...]] = {}
 def _integer_parameters(handler: BaseRouteHandler) -> tuple[str, ...]:
     names = _INTEGER_PARAMETERS.get(handler)
     if names is None:
-        parameters = handler.parsed_fn_signature.parameters
+        parameters = handler_parameters(handler)
         names = tuple(name for name, field in parameters.items() if _is_integer(field))
         _INTEGER_PARAMETERS[handler] = names
     return names

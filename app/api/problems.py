@@ -18,7 +18,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
-from app.api.methods import HeadAwareResponse
+from app.api.head_options import HeadAwareResponse
 from app.db.errors import DatabaseUnavailableError, TokenAheadError, sqlstate_of
 from app.domain.errors import ConflictError, DomainError, ForbiddenError, NotFoundError
 from app.security.ratelimit import LimiterUnavailableError

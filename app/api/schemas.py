@@ -18,12 +18,12 @@ import unicodedata
 from typing import Annotated, Any
 
 import msgspec
-from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import PathParameter, QueryParameter
 from litestar.typing import FieldDefinition
 
 from app.api.inputs import InvalidField
+from app.compat.litestar import StructSchemaPlugin
 from app.domain.records import UserStatus
 
 MAX_BIGINT = 2**63 - 1

@@ -11,7 +11,7 @@ from litestar.params import JSONBody
 from app.api.auth import NO_TOKEN, Authentication
 from app.api.bearer import Caller
 from app.api.controller import ApiController
-from app.api.methods import read
+from app.api.head_options import read
 from app.api.problems import problem_responses
 from app.api.schemas import CreateUser, Cursor, Limit, PathId, SetStatus, StatusFilter
 from app.domain.chats import ChatRepository

@@ -33,6 +33,21 @@ _RECYCLE_AT = "recycle_at"
 log = structlog.get_logger("app.db.pool")
 
 
+APPLICATION_PREFIX = "messenger-"
+"""Every pool's connections carry `application_name` = this prefix + the pool's name: it names
+them in `pg_stat_activity`, and tracing reads the pool of a statement from it."""
+
+
+def application_name(pool: str) -> str:
+    """The `application_name` of the connections of `pool`."""
+    return APPLICATION_PREFIX + pool
+
+
+def pool_of_application(name: str) -> str | None:
+    """The pool whose connections carry `application_name` = `name` (None: not ours)."""
+    return name.removeprefix(APPLICATION_PREFIX) if name.startswith(APPLICATION_PREFIX) else None
+
+
 def create_pool_engine(
     *,
     name: str,
@@ -51,7 +66,7 @@ def create_pool_engine(
     """
     # application_name is a startup parameter PgBouncer accepts and tracks; statement_timeout
     # is not (it rejects the connection), so in PgBouncer mode it is enforced client side.
-    server_settings = {"application_name": f"messenger-{name}"}
+    server_settings = {"application_name": application_name(name)}
     connect_args: dict[str, Any] = {
         "timeout": pool.connect_timeout_s,
         "server_settings": server_settings,

@@ -8,8 +8,8 @@ The pool reuses connections LIFO, so the least recently used idle ones sit at th
 its queue; this reaper removes those (no await in between, so no checkout can interleave),
 accounts for them as SQLAlchemy does when it discards a connection, and closes them. That
 reaches into QueuePool's queue, which SQLAlchemy does not expose: the access is confined to
-`_idle_stack`, checked at start, and the reaper disables itself (logging once) if the
-structure is not what it expects.
+`app.compat.sqlalchemy`, checked at start, and the reaper disables itself (logging once) if
+the structure is not what it expects.
 """
 
 from __future__ import annotations
@@ -23,22 +23,16 @@ import structlog
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
 
+from app.compat.sqlalchemy import forget_discarded, idle_stack
 from app.db.engine import CHECKED_IN_AT
 from app.process.periodic import Periodic
 
 log = structlog.get_logger("app.db.pool")
 
 
-def _idle_stack(pool: QueuePool) -> list[Any] | None:
-    """The list behind the pool's LIFO queue, least recently returned first; None if unknown."""
-    queue = getattr(getattr(pool, "_pool", None), "_queue", None)
-    items = getattr(queue, "_queue", None)
-    return items if isinstance(items, list) else None
-
-
 async def reap_idle(pool: QueuePool, *, min_size: int, idle_timeout_s: float, name: str) -> int:
     """Close connections idle for `idle_timeout_s` while more than `min_size` exist."""
-    stack = _idle_stack(pool)
+    stack = idle_stack(pool)
     if stack is None:
         return 0
     now = time.monotonic()
@@ -56,7 +50,7 @@ async def reap_idle(pool: QueuePool, *, min_size: int, idle_timeout_s: float, na
         except Exception as error:
             log.warning("closing an idle connection failed", pool=name, error=type(error).__name__)
         finally:
-            pool._dec_overflow()  # what QueuePool does when it discards a connection
+            forget_discarded(pool)  # what QueuePool does when it discards a connection
     if victims:
         log.debug("idle connections closed", pool=name, closed=len(victims))
     return len(victims)
@@ -79,7 +73,7 @@ class IdleReaper:
         """False when the idle timeout is 0, or (logged) when the pool layout is unknown."""
         if self._idle_timeout_s <= 0:
             return False
-        if any(_idle_stack(pool) is None for _, pool, _ in self._pools()):
+        if any(idle_stack(pool) is None for _, pool, _ in self._pools()):
             log.warning("idle timeout disabled: unexpected SQLAlchemy pool layout")
             return False
         return True

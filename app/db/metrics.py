@@ -3,15 +3,20 @@
 `db.client.connection.count` becomes `db_client_connections` (Prometheus reserves `_count` for
 histograms); pool names are logical (`primary`, `replica-0`), never hosts.
 
-Gauges are set by the process that owns the pool (`Pool.publish_metrics`, from `Database`),
-so they also work in prometheus_client's multiprocess mode (several granian workers): there
-each gauge declares how the workers' values combine (`livesum`: the pod's total; `livemax` /
-`livemin`: the worst worker's view).
+Gauges are set by the process that owns the pool (`publish_cluster`, from
+`Database.publish_metrics`), so they also work in prometheus_client's multiprocess mode
+(several granian workers): there each gauge declares how the workers' values combine
+(`livesum`: the pod's total; `livemax` / `livemin`: the worst worker's view).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+if TYPE_CHECKING:
+    from app.db.cluster_state import ClusterSnapshot
 
 # `*_created` series only add noise to a scrape and to `promtool check metrics`.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -137,3 +142,18 @@ def counter_total(counter: Counter, pool_name: str) -> float:
             if sample.name.endswith("_total") and sample.labels.get("pool_name") == pool_name:
                 total += sample.value
     return total
+
+
+def publish_cluster(snapshot: ClusterSnapshot) -> None:
+    """Write the pools, replicas and members of `snapshot` into the gauges: the one place the
+    data layer's gauges are set (every interval, at each scrape, and after the pools close)."""
+    for pool in snapshot.pools:
+        pool.publish_metrics()
+    for replica in snapshot.replicas:
+        REPLICA_HEALTHY.labels(replica.name).set(1 if replica.healthy else 0)
+        REPLICA_LAG.labels(replica.name).set(replica.lag_seconds)
+        REPLICA_LAG_BYTES.labels(replica.name).set(replica.lag_bytes)
+    for member, role in snapshot.roles.items():
+        for each in ("primary", "standby", "unknown"):
+            MEMBER_ROLE.labels(member, each).set(1 if role == each else 0)
+    WRITES_BLOCKED.set(1 if snapshot.write_block else 0)

@@ -1,11 +1,12 @@
 """The cluster monitor: probes every member's role, position and lag on an interval.
 
 Each round probes every member concurrently, each over a dedicated one-connection engine (so
-a busy pool never makes a server look dead, and probes never queue behind reads). It hands
-the answers to the owner of the roles (`Roles.observe`: with a host list the data layer
-follows a failover from them), samples the primary's WAL position, and updates each
-replica's state. A replica is out of rotation when its probe fails, when it is not in
-recovery (promoted), or when its lag exceeds `DB_REPLICA_MAX_LAG_S`.
+a busy pool never makes a server look dead, and probes never queue behind reads). It reports
+the answers to the cluster state (`app.db.cluster_state`) and hands them to the data layer's
+`observe` (with a host list it follows a failover from them), samples the primary's WAL
+position, and reports each replica's verdict and lag. A replica is out of rotation when its
+probe fails, when it is not in recovery (promoted), or when its lag exceeds
+`DB_REPLICA_MAX_LAG_S`.
 
 Lag (`replica_lag`) is how stale the replica's data is:
 - 0 when it has replayed the primary's position sampled this round, so an idle primary never
@@ -23,16 +24,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db.cluster_state import ClusterState, ReplicaView
 from app.db.lsn import parse_lsn
-from app.db.replicas import ReplicaSet, ReplicaState
 from app.process.periodic import Periodic
 
 log = structlog.get_logger("app.db.monitor")
@@ -79,24 +79,6 @@ class MemberProbe:
         return self.answered and not self.in_recovery
 
 
-class Roles(Protocol):
-    """Who the primary is and which replicas serve reads: the data layer's knowledge."""
-
-    @property
-    def writer_member(self) -> str:
-        """The member the writer pool is on."""
-        ...
-
-    @property
-    def replicas(self) -> ReplicaSet:
-        """The replicas in (or out of) rotation."""
-        ...
-
-    def observe(self, probes: Mapping[str, MemberProbe]) -> None:
-        """Learn from this round's answers (a host list follows the primary from them)."""
-        ...
-
-
 def replica_lag(history: Sequence[Sample], replay_lsn: int, now: float, own_lag_s: float) -> float:
     """Seconds of staleness of a replica that replayed up to `replay_lsn` at `now`.
 
@@ -117,31 +99,26 @@ def replica_lag(history: Sequence[Sample], replay_lsn: int, now: float, own_lag_
 
 
 class ClusterMonitor:
-    """Keeps the roles and the replica states current, one probe round per interval."""
+    """Keeps the cluster state current, one probe round per interval."""
 
     def __init__(
         self,
-        roles: Roles,
+        state: ClusterState,
+        observe: Callable[[Mapping[str, MemberProbe]], None],
         probes: Mapping[str, AsyncEngine],
         *,
         interval_s: float,
         max_lag_s: float,
         probe_timeout_s: float = 1.0,
     ) -> None:
-        self._roles = roles
+        self._state = state
+        self._observe = observe
         self._probes = dict(probes)
         self._max_lag_s = max_lag_s
         self._probe_timeout_s = probe_timeout_s
         self._history: deque[Sample] = deque(maxlen=_HISTORY_MAX)
-        self.last_round: dict[str, MemberProbe] = {}
-        """Every member's answer in the latest round."""
         self.periodic = Periodic("cluster-monitor", interval_s, self.probe_all)
         """Runs `probe_all` every interval; started by the data layer."""
-
-    @property
-    def primary_position(self) -> int:
-        """The primary's WAL position at the last round that reached it (0 before one)."""
-        return self._history[-1][1] if self._history else 0
 
     @property
     def members(self) -> list[str]:
@@ -149,20 +126,21 @@ class ClusterMonitor:
         return list(self._probes)
 
     async def probe_members(self) -> dict[str, MemberProbe]:
-        """Probe every member once, concurrently, and remember the answers."""
+        """Probe every member once, concurrently."""
         answers = await asyncio.gather(*(self._probe(name) for name in self._probes))
-        self.last_round = {probe.member: probe for probe in answers}
-        return self.last_round
+        return {probe.member: probe for probe in answers}
 
     async def probe_all(self) -> None:
-        """One round: probe, let the roles follow, sample the primary, update replicas."""
+        """One round: probe, let the roles follow, sample the primary, judge the replicas."""
         probes = await self.probe_members()
-        self._roles.observe(probes)
-        history = self._sample_primary(probes.get(self._roles.writer_member))
-        for state in self._roles.replicas.states:
-            probe = probes.get(state.member)
+        self._observe(probes)
+        history = self._sample_primary(probes.get(self._state.snapshot.writer_member))
+        if history:
+            self._state.primary_sampled(history[-1][1])
+        for replica in self._state.snapshot.replicas:
+            probe = probes.get(replica.member)
             if probe is not None:
-                self._update(state, probe, history)
+                self._judge(replica, probe, history)
 
     async def close(self) -> None:
         """Close the probe connections (the periodic run is stopped first by the owner)."""
@@ -198,19 +176,27 @@ class ClusterMonitor:
             self._history.popleft()
         return list(self._history)
 
-    def _update(self, state: ReplicaState, probe: MemberProbe, history: list[Sample]) -> None:
-        now = time.monotonic()
-        state.checked_at = now
+    def _judge(self, replica: ReplicaView, probe: MemberProbe, history: list[Sample]) -> None:
+        """Report the replica's verdict and lag to the cluster state."""
         if not probe.answered:
-            state.mark(healthy=False, reason=f"probe failed: {probe.failure}")
+            self._state.replica_checked(
+                replica.name, healthy=False, reason=f"probe failed: {probe.failure}"
+            )
             return
-        state.replay_lsn = probe.position
-        state.lag_seconds = round(replica_lag(history, probe.position, now, probe.own_lag_s), 3)
-        if history:
-            state.lag_bytes = max(0, history[-1][1] - probe.position)
+        lag_s = round(replica_lag(history, probe.position, time.monotonic(), probe.own_lag_s), 3)
+        lag_bytes = max(0, history[-1][1] - probe.position) if history else None
         if not probe.in_recovery:
-            state.mark(healthy=False, reason="not in recovery (promoted?)")
-        elif state.lag_seconds > self._max_lag_s:
-            state.mark(healthy=False, reason=f"lag {state.lag_seconds:.1f}s")
+            healthy, reason = False, "not in recovery (promoted?)"
+        elif lag_s > self._max_lag_s:
+            healthy, reason = False, f"lag {lag_s:.1f}s"
         else:
-            state.mark(healthy=True, reason=None, observed_at=probe.started_at)
+            healthy, reason = True, None
+        self._state.replica_checked(
+            replica.name,
+            healthy=healthy,
+            reason=reason,
+            observed_at=probe.started_at,
+            replay_lsn=probe.position,
+            lag_seconds=lag_s,
+            lag_bytes=lag_bytes,
+        )

@@ -33,6 +33,7 @@ from app.db.errors import (
     is_read_only,
     is_transient,
 )
+from app.logging import Throttle
 
 _RECENT_WAITS = 1024
 _LOG_EVERY_S = 5.0  # at most one checkout-failure (and one timeout) line per pool this often
@@ -64,25 +65,6 @@ class PoolSnapshot:
         return round(100.0 * self.used / self.max_size, 2) if self.max_size else 0.0
 
 
-class _Throttle:
-    """Lets one event through per interval and counts the ones it held back."""
-
-    def __init__(self, interval_s: float) -> None:
-        self._interval_s = interval_s
-        self._next_at = 0.0
-        self._suppressed = 0
-
-    def allow(self) -> int | None:
-        """The number suppressed since the last one allowed, or None to stay quiet."""
-        now = time.monotonic()
-        if now < self._next_at:
-            self._suppressed += 1
-            return None
-        self._next_at = now + self._interval_s
-        suppressed, self._suppressed = self._suppressed, 0
-        return suppressed
-
-
 class Pool:
     """One logical pool (`primary`, `replica-0`, ...) over its own engine."""
 
@@ -101,8 +83,8 @@ class Pool:
         self._used_metric = metrics.CONNECTIONS.labels(name, "used")
         self._max_metric = metrics.CONNECTION_MAX.labels(name)
         self._idle_min_metric = metrics.CONNECTION_IDLE_MIN.labels(name)
-        self._failure_log = _Throttle(_LOG_EVERY_S)
-        self._timeout_log = _Throttle(_LOG_EVERY_S)
+        self._failure_log = Throttle(_LOG_EVERY_S)
+        self._timeout_log = Throttle(_LOG_EVERY_S)
         # One slot per connection the pool may hold: a request waits here, in arrival order,
         # and SQLAlchemy's queue then always has a connection (or room for one) for it.
         self._slots = asyncio.Semaphore(max(settings.max_size, 1))

@@ -8,8 +8,8 @@ it has not, the read waits a bounded few milliseconds (`DB_TOKEN_WAIT_MS`), aski
 every `POLL_S`, and only then goes to the primary. Every answer also teaches the replica set
 the replica's position, so the next reads with older tokens skip the question. A replica
 that did not replay a token within the wait is not asked again for one monitor interval
-(`ReplicaState.slow_until`): a paused or far-behind replica must not cost every token read
-a wait before it goes to the primary anyway.
+(`ReplicaView.slow_until`, set through the cluster state): a paused or far-behind replica
+must not cost every token read a wait before it goes to the primary anyway.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 
 from app.db.connection import Connection, Scalar
-from app.db.replicas import ReplicaState
 
 POLL_S = 0.002
 # A token this far past a replica cannot be replayed within a few milliseconds: no wait.
@@ -25,33 +24,20 @@ WAIT_SKIP_BYTES = 16 * 1024 * 1024
 REPLAY_POSITION: Scalar[int] = Scalar("SELECT pg_last_wal_replay_lsn()", lambda value: value or 0)
 
 
-def worth_asking(state: ReplicaState, token: int) -> bool:
-    """Whether to ask `state`'s replica about `token` (not while it is known to be slow)."""
-    return token <= state.replay_lsn or asyncio.get_running_loop().time() >= state.slow_until
-
-
-async def has_replayed(
-    conn: Connection,
-    state: ReplicaState,
-    token: int,
-    *,
-    wait_s: float,
-    known_primary: int,
-    slow_for_s: float,
-) -> bool:
-    """Whether the replica behind `conn` has replayed `token`, waiting up to `wait_s` for it
-    when the token is plausibly close (the primary is known to have reached it, or it is
-    within `WAIT_SKIP_BYTES` of the replica)."""
+async def replay_position(
+    conn: Connection, token: int, *, wait_s: float, known_primary: int
+) -> int:
+    """The replay position of the replica behind `conn`: at or past `token` as soon as it
+    gets there, waiting up to `wait_s` for it when the token is plausibly close (the primary
+    is known to have reached it, or it is within `WAIT_SKIP_BYTES` of the replica); below
+    `token` when it did not. The caller reports the position to the cluster state."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     while True:
         position: int = await conn.fetch_scalar(REPLAY_POSITION)
-        # Learned: later reads with older tokens are routed without asking.
-        state.replay_lsn = max(state.replay_lsn, position)
         if position >= token:
-            return True
+            return position
         plausible = token <= known_primary or token - position <= WAIT_SKIP_BYTES
         if not plausible or loop.time() + POLL_S > deadline:
-            state.slow_until = loop.time() + slow_for_s
-            return False
+            return position
         await asyncio.sleep(POLL_S)

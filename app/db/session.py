@@ -1,4 +1,8 @@
-"""The per-request data access handle: routes each operation to a pool and retries it.
+"""The per-request data access handle: executes the routing policy's plans and retries.
+
+Where each operation goes is decided by `app.db.routing.route` (pure); this module runs the
+plan, reports what it learned or what failed to the cluster state (`app.db.cluster_state`),
+and retries with one helper for reads and writes (`DbSession._retry`). What that amounts to:
 
 - reads go to a healthy, caught-up replica (or the writer when none qualifies, or when the
   request already wrote); a read with a consistency token that no replica is known to have
@@ -16,6 +20,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import NoReturn, TypeVar
 
@@ -24,8 +29,8 @@ import structlog
 from stamina.instrumentation import RetryDetails, set_on_retry_hooks
 
 from app.db import metrics
+from app.db.cluster import Database
 from app.db.connection import Connection, DriverConnection, Scalar
-from app.db.database import Database
 from app.db.errors import (
     CommandTimeoutError,
     DatabaseUnavailableError,
@@ -37,7 +42,8 @@ from app.db.errors import (
     never_sent,
 )
 from app.db.pool import Pool
-from app.db.replay import has_replayed, worth_asking
+from app.db.replay import replay_position
+from app.db.routing import NO_FAILURES, Kind, Plan, route
 
 T = TypeVar("T")
 Operation = Callable[[Connection], Awaitable[T]]
@@ -48,14 +54,14 @@ RETRY_JITTER_S = 0.05
 # stamina clamps wait + jitter to the maximum: leave room for the jitter of the last wait.
 RETRY_WAIT_MAX_S = 0.4 + RETRY_JITTER_S
 
+_READ, _READ_PRIMARY, _WRITE = Kind.READ, Kind.READ_PRIMARY, Kind.WRITE  # one global lookup each
+
 _WAL_POSITION: Scalar[int] = Scalar("SELECT pg_current_wal_lsn()", int)  # asyncpg: pg_lsn -> int
 
 
-class _NotServed:
-    """A checked replica had not replayed the token: the read goes elsewhere."""
+class _NotReplayed(Exception):
+    """A checked replica had not replayed the token: the read follows the plan's fallback."""
 
-
-_NOT_SERVED = _NotServed()
 
 log = structlog.get_logger("app.db.session")
 
@@ -86,7 +92,8 @@ def _retryable(error: Exception) -> bool:
 
 
 class DbSession:
-    """Request-scoped: remembers whether the request wrote and the token it must honour."""
+    """Request-scoped: remembers whether the request wrote and the token it must honour, and
+    executes the routing policy's plans (`app.db.routing`)."""
 
     __slots__ = ("_db", "_min_lsn", "commit_lsn", "wrote")
 
@@ -101,84 +108,16 @@ class DbSession:
 
         `on_primary`: what was just written elsewhere must be seen now, and no token names
         it (a login right after registering, a refresh token minted a moment ago)."""
-        failed: set[str] = set()
+        kind = _READ_PRIMARY if on_primary else _READ
         try:
-            return await self._read_once(operation, failed, on_primary)  # the fast path
+            return await self._read_once(operation, kind)  # the fast path
         except Exception as error:
-            if not is_transient(error):
-                _raise_translated(error)
-            first_failure = error
-        try:
-            async for attempt in _retrying(is_transient):
-                with attempt:
-                    if attempt.num == 1:
-                        raise first_failure  # let stamina schedule the backoff after it
-                    metrics.RETRIES.labels(self._reader(failed, on_primary).name).inc()
-                    return await self._read_once(operation, failed, on_primary)
-        except Exception as error:
-            _raise_translated(error)
-        raise AssertionError("unreachable: stamina re-raises the last failure")
-
-    async def _read_once(self, operation: Operation[T], failed: set[str], on_primary: bool) -> T:
-        """One attempt: fail over from replica to replica (then the writer) without waiting;
-        each replica that fails with a connection error is reported and skipped."""
-        while True:
-            pool = self._reader(failed, on_primary)
-            wants_replica = not (self.wrote or on_primary)
-            if pool is self._db.writer and self._min_lsn is not None and wants_replica:
-                result = await self._read_checked(operation, failed, self._min_lsn)
-                if not isinstance(result, _NotServed):
-                    return result
-                pool = self._db.writer
-            try:
-                return await _run(pool, operation, in_transaction=self._transactions)
-            except Exception as error:
-                _note_failure(pool, error)
-                if pool is self._db.writer or not is_transient(error):
-                    raise
-                failed.add(pool.name)
-                self._db.replicas.report_failure(pool, f"read failed: {type(error).__name__}")
-                metrics.RETRIES.labels(pool.name).inc()
-
-    async def _read_checked(
-        self, operation: Operation[T], failed: set[str], token: int
-    ) -> T | _NotServed:
-        """A token read no replica is known to have replayed: ask the replica it would use
-        (`app.db.replay`). `_NOT_SERVED` when none has it: the caller reads on the writer,
-        unless the token is ahead of the primary itself (then `TokenAheadError`)."""
-        db = self._db
-        pool = db.replicas.choose(None, exclude=frozenset(failed))
-        state = db.replicas.of_pool(pool) if pool is not None else None
-        if pool is not None and state is not None and worth_asking(state, token):
-            monitor = db.settings.monitor
-            try:
-                async with pool.acquire() as conn:
-                    if await has_replayed(
-                        conn,
-                        state,
-                        token,
-                        wait_s=monitor.token_wait_s,
-                        known_primary=db.primary_position,
-                        slow_for_s=monitor.interval_s,
-                    ):
-                        metrics.TOKEN_READS.labels("replica_checked").inc()
-                        return await _execute(conn, operation, in_transaction=self._transactions)
-            except Exception as error:
-                _note_failure(pool, error)
-                if not is_transient(error):
-                    raise
-                failed.add(pool.name)
-                db.replicas.report_failure(pool, f"read failed: {type(error).__name__}")
-        if token > db.primary_position:
-            try:
-                ahead = token > await db.refresh_primary_position()
-            except Exception:  # the writer is unreachable: the read below says so (503)
-                ahead = False
-            if ahead:
-                metrics.TOKEN_READS.labels("rejected").inc()
-                raise TokenAheadError("the token is ahead of the primary")
-        metrics.TOKEN_READS.labels("primary").inc()
-        return _NOT_SERVED
+            return await self._retry(
+                error,
+                is_transient,
+                lambda: self._read_once(operation, kind),
+                lambda: self._retry_pool(kind),
+            )
 
     async def write(self, operation: Operation[T], *, idempotent: bool = False) -> T:
         """Run a writing `operation` on the writer and record the commit position.
@@ -189,32 +128,132 @@ class DbSession:
         self.wrote = True
         try:
             return await self._write_once(operation, idempotent=idempotent)
-        except _SentError as sent:
-            _raise_translated(sent.error)
         except Exception as error:
-            if not _retryable(error):
-                _raise_translated(error)
-            first_failure = error
+            return await self._retry(
+                error,
+                _retryable,
+                lambda: self._write_once(operation, idempotent=idempotent),
+                lambda: self._db.state.snapshot.writer.name,
+            )
+
+    async def _retry(
+        self,
+        first_failure: Exception,
+        retryable: Callable[[Exception], bool],
+        again: Callable[[], Awaitable[T]],
+        pool_name: Callable[[], str],
+    ) -> T:
+        """After the first attempt failed: retry with backoff while the failure is
+        `retryable` (stamina), counting each retry against the pool it goes to; a failure
+        that is not, or the last one, is translated (`_raise_translated`)."""
+        if not retryable(first_failure):
+            _raise_translated(first_failure)
         try:
-            async for attempt in _retrying(_retryable):
+            async for attempt in _retrying(retryable):
                 with attempt:
                     if attempt.num == 1:
                         raise first_failure  # let stamina schedule the backoff after it
-                    metrics.RETRIES.labels(self._db.writer.name).inc()
-                    return await self._write_once(operation, idempotent=idempotent)
-        except _SentError as sent:
-            _raise_translated(sent.error)
+                    metrics.RETRIES.labels(pool_name()).inc()
+                    return await again()
         except Exception as error:
             _raise_translated(error)
         raise AssertionError("unreachable: stamina re-raises the last failure")
+
+    def _retry_pool(self, kind: Kind) -> str:
+        """The pool a read's retry is counted against: where the plan reads without asking
+        (a checked read counts against the writer, its fallback)."""
+        state = self._db.state
+        token = self._min_lsn
+        now = time.monotonic() if token is not None else 0.0
+        plan = route(kind, token, state.snapshot, self.wrote, NO_FAILURES, next(state.turns), now)
+        return (plan.fallback or plan).pool.name
+
+    async def _read_once(self, operation: Operation[T], kind: Kind) -> T:
+        """One attempt: execute the plan; a replica that fails with a connection error is
+        reported, and the read moves to the next plan at once (no backoff)."""
+        state = self._db.state
+        token = self._min_lsn
+        now = time.monotonic() if token is not None else 0.0
+        failed = NO_FAILURES
+        while True:
+            plan = route(kind, token, state.snapshot, self.wrote, failed, next(state.turns), now)
+            if plan.check_replay:
+                try:
+                    return await self._read_checked(plan, operation)
+                except _NotReplayed:
+                    pass
+                except Exception as error:
+                    failed = self._replica_failed(plan, error, failed)
+                plan = plan.fallback or self._db.state.snapshot.plans.token_writer
+            if plan.refuse_token_ahead:
+                await self._refuse_token_ahead()
+            if plan.counts_as is not None:
+                metrics.TOKEN_READS.labels(plan.counts_as).inc()
+            try:
+                return await _run(plan.pool, operation, in_transaction=self._transactions)
+            except Exception as error:
+                if plan.replica is None:
+                    _note_failure(plan.pool, error)
+                    raise
+                failed = self._replica_failed(plan, error, failed)
+                metrics.RETRIES.labels(plan.pool.name).inc()
+
+    def _replica_failed(
+        self, plan: Plan, error: Exception, failed: frozenset[str]
+    ) -> frozenset[str]:
+        """A replica failed the read: a connection failure takes it out of rotation and the
+        read goes on without it; any other failure is the read's."""
+        _note_failure(plan.pool, error)
+        if plan.replica is None or not is_transient(error):
+            raise error
+        self._db.state.replica_failed(plan.replica, f"read failed: {type(error).__name__}")
+        return failed | {plan.replica}
+
+    async def _read_checked(self, plan: Plan, operation: Operation[T]) -> T:
+        """Ask the replica, on the connection the read uses, whether it has replayed the
+        token (`app.db.replay`), and read there when it has; `_NotReplayed` when not."""
+        db = self._db
+        token = self._min_lsn
+        assert token is not None, "only a token read is checked"
+        assert plan.replica is not None, "only a replica is checked"
+        monitor = db.settings.monitor
+        async with plan.pool.acquire() as conn:
+            position = await replay_position(
+                conn, token, wait_s=monitor.token_wait_s, known_primary=db.state.primary_position
+            )
+            db.state.replay_seen(plan.replica, position)
+            if position >= token:
+                metrics.TOKEN_READS.labels("replica_checked").inc()
+                return await _execute(conn, operation, in_transaction=self._transactions)
+        # Raised once the connection is back in the pool: it was not at fault.
+        db.state.replica_slow(plan.replica, for_s=monitor.interval_s)
+        raise _NotReplayed
+
+    async def _refuse_token_ahead(self) -> None:
+        """A token read on the writer: a token past the primary's known position may be
+        genuine (another instance wrote since), so the primary is asked; one past its answer
+        is refused (`TokenAheadError`, a 400)."""
+        db = self._db
+        token = self._min_lsn
+        if token is None or token <= db.state.primary_position:
+            return
+        try:
+            ahead = token > await db.refresh_primary_position()
+        except Exception:  # the writer is unreachable: the read itself says so (503)
+            ahead = False
+        if ahead:
+            metrics.TOKEN_READS.labels("rejected").inc()
+            raise TokenAheadError("the token is ahead of the primary")
 
     async def _write_once(self, operation: Operation[T], *, idempotent: bool) -> T:
         """One attempt on the writer as it is now (a failover moves it between attempts).
 
         A failure to get a connection means nothing was sent: retryable as it is. So is a
         statement a standby refused (read-only: nothing was written)."""
-        self._db.check_writable()
-        writer = self._db.writer
+        plan = route(_WRITE, None, self._db.state.snapshot, True, NO_FAILURES, 0, 0.0)
+        if plan.refused is not None:
+            raise DatabaseUnavailableError(plan.refused, retry_after_s=1)
+        writer = plan.pool
         try:
             async with writer.acquire() as conn:
                 try:
@@ -241,23 +280,13 @@ class DbSession:
         except Exception as error:
             log.warning("consistency token unavailable", error=type(error).__name__)
             return
-        self._db.note_commit(self.commit_lsn)
+        self._db.state.commit_seen(self.commit_lsn)
 
     @property
     def _transactions(self) -> bool:
         """PgBouncer (transaction pooling) may run a statement's prepare and execute on
         different server connections unless they share a transaction."""
         return self._db.settings.database.pgbouncer
-
-    def _reader(self, failed: set[str], on_primary: bool) -> Pool:
-        if self.wrote or on_primary:
-            return self._db.writer
-        pool = self._db.replicas.choose(self._min_lsn, exclude=frozenset(failed))
-        if pool is None:
-            return self._db.writer
-        if self._min_lsn is not None:
-            metrics.TOKEN_READS.labels("replica").inc()
-        return pool
 
 
 async def _run(pool: Pool, operation: Operation[T], *, in_transaction: bool) -> T:
@@ -303,6 +332,8 @@ def _retrying(on: Callable[[Exception], bool]) -> AsyncIterable[stamina.Attempt]
 
 def _raise_translated(error: BaseException) -> NoReturn:
     """Connection failures and statement timeouts become `DatabaseUnavailableError` (503)."""
+    if isinstance(error, _SentError):
+        error = error.error
     if isinstance(error, DatabaseUnavailableError):
         raise error
     if is_statement_timeout(error):

@@ -13,7 +13,7 @@ from litestar.params import FromQuery
 
 from app.api.auth import NO_TOKEN
 from app.api.problems import problem_responses
-from app.ops.access import operator_only
+from app.ops.metrics_guard import operator_only
 from app.ops.readiness import Readiness
 from app.ops.snapshot import metrics_snapshot
 from app.process.lifecycle import Lifecycle, Phase

@@ -53,6 +53,7 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         method = scope["method"]
+        # The key is Litestar's (app.compat.litestar.PATH_TEMPLATE), kept literal here.
         path: str = scope.get("path_template") or scope["path"]
         gauge = self._gauges.get((method, path))
         if gauge is None:

@@ -19,8 +19,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from prometheus_client.exposition import choose_encoder
 
 from app.api.auth import NO_TOKEN
-from app.db.database import Database
-from app.ops.access import operator_only
+from app.db.cluster import Database
+from app.ops.metrics_guard import operator_only
 from app.process.multiproc import MULTIPROC_ENV, multiprocess_enabled
 
 log = structlog.get_logger("app.ops.prometheus")

@@ -22,9 +22,10 @@ from typing import Any, Literal
 
 import structlog
 
-from app.db.database import Database
+from app.db.cluster import Database
+from app.db.cluster_state import ReplicaView
 from app.db.pool import Pool
-from app.db.replicas import ReplicaState
+from app.logging import Throttle
 
 Status = Literal["pass", "warn", "fail"]
 
@@ -123,7 +124,7 @@ class Readiness:
         url = database.settings.redis_url
         self._redis = _RedisPing(url, timeout_s) if url else None
         self._running: dict[str, asyncio.Task[CheckResult]] = {}
-        self._logged: dict[str, tuple[Status, str | None, float]] = {}
+        self._logged: dict[str, tuple[Status, str | None, Throttle]] = {}
 
     async def check(self) -> ReadinessReport:
         """Run every check concurrently; answer within the deadline whatever the servers do."""
@@ -155,7 +156,7 @@ class Readiness:
         factories: dict[str, Callable[[], Awaitable[CheckResult]]] = {
             "postgres:primary": self._writer_check,
         }
-        for replica in database.replicas.states:
+        for replica in database.snapshot.replicas:
             factories[f"postgres:{replica.name}"] = functools.partial(self._replica_check, replica)
         if self._redis is not None:
             redis = self._redis
@@ -179,27 +180,28 @@ class Readiness:
         return round((time.perf_counter() - started) * 1000, 2)
 
     async def _writer_check(self) -> CheckResult:
-        database = self._database
-        member = database.writer_member
-        if database.write_block is not None:  # two primaries: name both, write to neither
-            primaries = [name for name, role in database.roles.items() if role == "primary"]
-            both = ", ".join(primaries) or member
-            return CheckResult("fail", 0.0, "ms", "datastore", database.write_block, {}, both)
+        snapshot = self._database.snapshot
+        member = snapshot.writer_member
+        if snapshot.write_block is not None:  # two primaries: name both, write to neither
+            both = ", ".join(snapshot.primaries()) or member
+            return CheckResult("fail", 0.0, "ms", "datastore", snapshot.write_block, {}, both)
         started = time.perf_counter()
         try:
-            latency = await self._ping(database.writer)
+            latency = await self._ping(snapshot.writer)
         except Exception as error:
             reason = _reason(error)
             return CheckResult("fail", _elapsed_ms(started), "ms", "datastore", reason, {}, member)
         return CheckResult("pass", latency, "ms", "datastore", None, {}, member)
 
-    async def _replica_check(self, state: ReplicaState) -> CheckResult:
+    async def _replica_check(self, replica: ReplicaView) -> CheckResult:
         max_lag = self._database.settings.monitor.max_lag_s
-        lag = round(state.lag_seconds, 3)
+        lag = round(replica.lag_seconds, 3)
         try:
-            latency = await self._ping(state.pool)
+            latency = await self._ping(replica.pool)
         except Exception as error:
-            return CheckResult("fail", lag, "s", "datastore", _reason(error), {}, state.member)
+            return CheckResult("fail", lag, "s", "datastore", _reason(error), {}, replica.member)
+        # Its verdict as it is after the ping (a read failure meanwhile counts).
+        state = self._database.snapshot.replica(replica.name) or replica
         extra = {"latencyMs": latency, "lagBytes": float(state.lag_bytes)}
         if not state.healthy:
             reason = f"out of rotation: {state.reason or 'unknown'}"
@@ -219,12 +221,14 @@ class Readiness:
 
     def _log_change(self, name: str, result: CheckResult) -> None:
         """Log a check when its verdict changes, and while it keeps failing now and then."""
-        now = time.monotonic()
-        status, reason, logged_at = self._logged.get(name, ("pass", None, 0.0))
+        status, reason, repeat = self._logged.get(name, ("pass", None, None))
         changed = (status, reason) != (result.status, result.reason)
-        if not changed and (result.status == "pass" or now - logged_at < _LOG_REPEAT_S):
+        if changed:
+            repeat = repeat or Throttle(_LOG_REPEAT_S)
+            repeat.restart()
+            self._logged[name] = (result.status, result.reason, repeat)
+        elif result.status == "pass" or repeat is None or repeat.allow() is None:
             return
-        self._logged[name] = (result.status, result.reason, now)
         if result.status == "pass":
             log.info("readiness check passing again", check=name)
         else:

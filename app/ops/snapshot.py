@@ -13,22 +13,23 @@ from typing import Any
 
 import psutil
 
-from app.db.database import Database
+from app.db.cluster import Database
+from app.db.cluster_state import ClusterSnapshot, ReplicaView
 from app.db.pool import PoolSnapshot
-from app.db.replicas import ReplicaState
 
 
 def metrics_snapshot(database: Database | None, *, phase: str, uptime_s: float) -> dict[str, Any]:
     """Pools, replicas, memory and process of this worker."""
     pid = os.getpid()
-    pools = [pool.snapshot() for pool in database.pools] if database is not None else []
-    replicas = database.replicas.states if database is not None else []
+    cluster = database.snapshot if database is not None else None
+    pools = [pool.snapshot() for pool in cluster.pools] if cluster is not None else []
+    replicas = cluster.replicas if cluster is not None else ()
     return {
         "status": phase,
         "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "database": {snapshot.name: _pool(snapshot) for snapshot in pools},
         "replicas": {state.name: _replica(state) for state in replicas},
-        "cluster": _cluster(database) if database is not None else {},
+        "cluster": _cluster(cluster) if cluster is not None else {},
         "memory": {"rss": psutil.Process(pid).memory_info().rss},
         "process": {
             "uptime": uptime_s,
@@ -58,24 +59,24 @@ def _pool(snapshot: PoolSnapshot) -> dict[str, Any]:
     }
 
 
-def _cluster(database: Database) -> dict[str, Any]:
+def _cluster(cluster: ClusterSnapshot) -> dict[str, Any]:
     """Every member with its role, and for standbys their health and lag."""
     members: dict[str, Any] = {}
-    for name, role in database.roles.items():
-        replica = database.replicas.of_member(name)
-        member: dict[str, Any] = {"role": role, "writer": name == database.writer_member}
+    for name, role in cluster.roles.items():
+        replica = cluster.replica_of_member(name)
+        member: dict[str, Any] = {"role": role, "writer": name == cluster.writer_member}
         if replica is not None:
             member.update(pool=replica.name, **_replica(replica))
         members[name] = member
     return {
-        "discoversRoles": database.discovers_roles,
-        "primary": database.writer_member,
-        "writesBlocked": database.write_block,
+        "discoversRoles": cluster.discovers_roles,
+        "primary": cluster.writer_member,
+        "writesBlocked": cluster.write_block,
         "members": members,
     }
 
 
-def _replica(state: ReplicaState) -> dict[str, Any]:
+def _replica(state: ReplicaView) -> dict[str, Any]:
     return {
         "healthy": state.healthy,
         "lagSeconds": round(state.lag_seconds, 3),

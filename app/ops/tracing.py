@@ -35,12 +35,13 @@ from litestar.config.app import AppConfig
 from litestar.plugins import InitPluginProtocol
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from app.compat.opentelemetry_asyncpg import request_statements
 from app.config import TracingSettings
+from app.db.engine import pool_of_application
 
 log = structlog.get_logger("app.ops.tracing")
 
 POOL_ATTRIBUTE = "db.client.connection.pool.name"
-_APPLICATION_PREFIX = "messenger-"  # app.db.engine: application_name = messenger-<pool>
 _UNTRACED = ["^/health", "^/metrics", "^/schema"]
 _FLUSH_TIMEOUT_MS = 5000
 _pool: contextvars.ContextVar[str | None] = contextvars.ContextVar("traced_pool", default=None)
@@ -118,7 +119,7 @@ def _name_by_route(app: ASGIApp) -> ASGIApp:
     from opentelemetry import trace
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        template = scope.get("path_template")
+        template = scope.get("path_template")  # app.compat.litestar.PATH_TEMPLATE
         method = scope.get("method")
         if template and method:
             span = trace.get_current_span()
@@ -175,7 +176,6 @@ def _instrumentor_class() -> Any:
     """The asyncpg instrumentor, tracing statements inside a request only, each tagged with
     its pool (made once: an instrumentor is a singleton per class)."""
     from opentelemetry import trace
-    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
     def in_requests_only(traced: Any, connection_of: Any) -> Any:
         async def wrapper(self: Any, func: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -189,18 +189,7 @@ def _instrumentor_class() -> Any:
 
         return wrapper
 
-    class RequestStatements(AsyncPGInstrumentor):
-        # Connection.fetch/execute/...; prepared statements and cursors (SQLAlchemy's
-        # pre-ping after idle prepares one) name their connection `_connection`.
-        _do_execute = in_requests_only(AsyncPGInstrumentor._do_execute, lambda c: c)
-        _do_prepared_execute = in_requests_only(
-            AsyncPGInstrumentor._do_prepared_execute, lambda s: getattr(s, "_connection", None)
-        )
-        _do_cursor_execute = in_requests_only(
-            AsyncPGInstrumentor._do_cursor_execute, lambda s: getattr(s, "_connection", None)
-        )
-
-    return RequestStatements
+    return request_statements(in_requests_only)
 
 
 def _instrumentor() -> Any:
@@ -227,4 +216,4 @@ def _pool_name(connection: Any) -> str | None:
         name = str(connection.get_settings().application_name)
     except AttributeError:
         return None
-    return name.removeprefix(_APPLICATION_PREFIX) if name.startswith(_APPLICATION_PREFIX) else None
+    return pool_of_application(name)

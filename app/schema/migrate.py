@@ -21,8 +21,8 @@ from alembic import command
 from alembic.config import Config
 
 from app.config import Settings, SslMode
-from app.db.discovery import find_primary
 from app.db.engine import _ssl_context
+from app.schema.find_primary import find_primary
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _TLS_MODES = ("require", "verify-ca", "verify-full")

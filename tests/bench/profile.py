@@ -94,7 +94,11 @@ COMPONENTS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
         ("_record_position (", "_wal_position (tests/bench/baseline.py"),
         (),
     ),
-    ("token read: asking the replica whether it replayed (has_replayed)", ("has_replayed (",), ()),
+    (
+        "token read: asking the replica whether it replayed (replay_position)",
+        ("replay_position (",),
+        (),
+    ),
     (
         THREAD_HOP,
         ("AsyncCallable.__call__ (", "sync_to_thread (", "_run_sync_asyncio ("),

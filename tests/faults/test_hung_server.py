@@ -11,8 +11,8 @@ import asyncio
 import pytest
 
 from app.config import Settings
+from app.db.cluster import Database
 from app.db.connection import Connection
-from app.db.database import Database
 from app.db.errors import DatabaseUnavailableError
 from app.db.session import DbSession
 from tests.support.cluster import TestDatabase, embedded, paused

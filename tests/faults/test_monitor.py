@@ -12,7 +12,9 @@ from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from app.config import Settings
-from app.db.database import Database
+from app.db.cluster import Database
+from app.db.cluster_state import ReplicaView
+from app.db.routing import NO_FAILURES, Kind, route
 from tests.support.cluster import TestDatabase
 from tests.support.faults import query, wait_for
 
@@ -43,26 +45,26 @@ async def test_an_idle_primary_does_not_make_a_caught_up_replica_lag(
         replica_url = database.replica_urls[0]
 
         async def naive_lag_beyond_limit() -> bool:
-            for state in db.replicas.states:
+            for state in db.snapshot.replicas:
                 assert state.healthy, state.reason
                 assert state.lag_seconds <= 1.0
             naive = await query(replica_url, _NAIVE_LAG)
             return naive is not None and naive > 2.0
 
         await wait_for(naive_lag_beyond_limit, 30, "the replay-timestamp lag to exceed 2 s")
-        rounds_from = max(state.checked_at or 0.0 for state in db.replicas.states)
+        rounds_from = max(state.checked_at or 0.0 for state in db.snapshot.replicas)
 
         async def caught_up_after_more_rounds() -> bool:
             return all(
                 (state.checked_at or 0) > rounds_from + 0.1
                 and state.lag_seconds == 0
                 and state.lag_bytes == 0
-                for state in db.replicas.states
+                for state in db.snapshot.replicas
             )
 
         await wait_for(caught_up_after_more_rounds, 5, "more rounds reporting lag 0")
-        assert all(state.healthy for state in db.replicas.states)
-        assert all(state.changes == 0 for state in db.replicas.states)
+        assert all(state.healthy for state in db.snapshot.replicas)
+        assert all(state.changes == 0 for state in db.snapshot.replicas)
 
 
 def _changes(pool: str, state: str) -> float:
@@ -87,37 +89,49 @@ async def test_a_replica_lagging_past_the_limit_leaves_and_returns(database: Tes
 
 
 async def _lag_out_and_back(db: Database, database: TestDatabase, lagging_url: str) -> None:
-    lagging, other = db.replicas.states
-    outs, ins = _changes(lagging.name, "out"), _changes(lagging.name, "in")
+    lagging_name, other_name = (replica.name for replica in db.snapshot.replicas)
+
+    def lagging() -> ReplicaView:
+        replica = db.snapshot.replica(lagging_name)
+        assert replica is not None
+        return replica
+
+    def other() -> ReplicaView:
+        replica = db.snapshot.replica(other_name)
+        assert replica is not None
+        return replica
+
+    outs, ins = _changes(lagging_name, "out"), _changes(lagging_name, "in")
     await query(lagging_url, "SELECT pg_wal_replay_pause()")
     paused_at = time.monotonic()
 
     async def taken_out() -> bool:
         # Writes keep coming, so the paused replica falls behind.
         await query(database.primary_url, "SELECT txid_current()")
-        return not lagging.healthy
+        return not lagging().healthy
 
     await wait_for(taken_out, 15, "the paused replica to leave the rotation")
     left_after = time.monotonic() - paused_at
-    assert lagging.reason is not None
-    assert lagging.reason.startswith("lag")
-    assert lagging.lag_seconds > 1
-    assert lagging.lag_bytes > 0
-    assert other.healthy
-    assert db.replicas.choose() is other.pool
+    assert lagging().reason is not None
+    assert (lagging().reason or "").startswith("lag")
+    assert lagging().lag_seconds > 1
+    assert lagging().lag_bytes > 0
+    assert other().healthy
+    plan = route(Kind.READ, None, db.snapshot, False, NO_FAILURES, 0, 0.0)
+    assert plan.pool is other().pool
 
     await query(lagging_url, "SELECT pg_wal_replay_resume()")
     resumed_at = time.monotonic()
 
     async def back() -> bool:
-        return lagging.healthy
+        return lagging().healthy
 
     await wait_for(back, 15, "the replica to return after resume")
     returned_after = time.monotonic() - resumed_at
-    assert lagging.lag_seconds <= 1
-    assert _changes(lagging.name, "out") == outs + 1
-    assert _changes(lagging.name, "in") == ins + 1
-    assert other.changes == 0
+    assert lagging().lag_seconds <= 1
+    assert _changes(lagging_name, "out") == outs + 1
+    assert _changes(lagging_name, "in") == ins + 1
+    assert other().changes == 0
     print(
         f"\n[timing] lag limit 1 s, probe every 100 ms: out {left_after:.2f} s after the pause,"
         f" back {returned_after:.2f} s after resume"

@@ -16,7 +16,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from app.db.database import Database
+from app.db.cluster import Database
 from app.db.lsn import parse_lsn
 from tests.support.api import Account, create_chat, make_client, register, send
 from tests.support.cluster import TestDatabase, fetchval, wait_until
@@ -54,7 +54,7 @@ def _monitor_sees(client: TestClient[Litestar], token: str) -> None:
     db: Database = client.app.state.database
     position = parse_lsn(token)
     wait_until(
-        lambda: all(state.replay_lsn >= position for state in db.replicas.states),
+        lambda: all(state.replay_lsn >= position for state in db.snapshot.replicas),
         10,
         f"the monitor to see the replicas past {token}",
     )

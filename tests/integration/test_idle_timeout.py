@@ -8,7 +8,7 @@ import time
 from sqlalchemy.pool import QueuePool
 
 from app.config import Settings
-from app.db.database import Database
+from app.db.cluster import Database
 from app.db.idle import IdleReaper
 from tests.support.cluster import TestDatabase
 

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from app.config import Settings
-from app.db.database import Database
+from app.db.cluster import Database
 from app.main import create_app
 from app.process.multiproc import multiprocess_dir
 from tests.support.api import register

@@ -16,8 +16,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from app.config import Settings
+from app.db.cluster import Database
 from app.db.connection import Connection
-from app.db.database import Database
 from app.db.session import DbSession
 from tests.support.api import Account, assert_problem, make_client, register
 from tests.support.cluster import TestDatabase, fetchval

@@ -17,8 +17,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from app.config import Settings
+from app.db.cluster import Database
 from app.db.connection import Connection
-from app.db.database import Database
 from app.db.errors import DatabaseUnavailableError
 from app.db.session import DbSession
 from tests.support.cluster import TestDatabase
@@ -240,12 +240,15 @@ async def test_a_read_fails_over_from_a_dead_replica_at_once(database: TestDatab
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/messenger"
     env = {"DATABASE_REPLICA_URLS": dead, "DB_REPLICA_CHECK_INTERVAL_MS": "60000"}
     async with open_database(database, **env) as db:
-        state = db.replicas.states[0]
-        assert not state.healthy  # down at start
-        state.mark(healthy=True, reason=None)  # as if it had just died after a good probe
+        name = db.snapshot.replicas[0].name
+        assert not db.snapshot.replicas[0].healthy  # down at start
+        # As if it had just died after a good probe.
+        db.state.replica_checked(name, healthy=True, reason=None, observed_at=time.monotonic())
+        assert db.snapshot.replicas[0].healthy
         started = time.monotonic()
         assert await DbSession(db).read(_select_one) == 1  # answered by the writer
         elapsed = time.monotonic() - started
+        state = db.snapshot.replicas[0]
         assert not state.healthy
         assert state.reason is not None
         assert state.reason.startswith("read failed")

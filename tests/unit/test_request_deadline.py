@@ -14,7 +14,7 @@ from litestar.params import JSONBody
 
 from app.api.problems import EXCEPTION_HANDLERS
 from app.config import RequestLimits
-from app.ops.request_deadline import RequestDeadlineMiddleware
+from app.ops.request_bounds import RequestDeadlineMiddleware
 from app.process.lifecycle import Lifecycle
 from tests.support.asgi import http_scope
 

@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from app.config import Settings
-from app.db.database import Database
+from app.db.cluster import Database
 from app.db.errors import DatabaseUnavailableError
 from app.db.monitor import MemberProbe
 
@@ -45,14 +45,14 @@ def _run(scenario: Callable[[Database], Awaitable[None]]) -> None:
 def test_the_writer_follows_the_one_primary_and_standbys_join_the_readers() -> None:
     async def scenario(db: Database) -> None:
         db.observe(_round(a="primary", b="standby", c="down"))
-        assert db.writer_member == A
-        assert [state.member for state in db.replicas.states] == [B]
+        assert db.snapshot.writer_member == A
+        assert [state.member for state in db.snapshot.replicas] == [B]
         old_writer = db.writer
         with capture_logs() as logs:
             db.observe(_round(a="down", b="primary", c="standby"))
-        assert db.writer_member == B
+        assert db.snapshot.writer_member == B
         assert db.writer is not old_writer, "a new pool: no connection to A is reused"
-        assert [state.member for state in db.replicas.states] == [C]
+        assert [state.member for state in db.snapshot.replicas] == [C]
         changed = [event for event in logs if event["event"] == "primary changed"]
         assert changed == [
             {
@@ -63,7 +63,7 @@ def test_the_writer_follows_the_one_primary_and_standbys_join_the_readers() -> N
             }
         ]
         db.observe(_round(a="standby", b="primary", c="standby"))
-        assert sorted(state.member for state in db.replicas.states) == [A, C]
+        assert sorted(state.member for state in db.snapshot.replicas) == [A, C]
 
     _run(scenario)
 
@@ -74,7 +74,7 @@ def test_no_primary_keeps_the_writer_where_it_was() -> None:
         writer = db.writer
         db.observe(_round(a="down", b="standby", c="standby"))
         assert db.writer is writer
-        assert db.write_block is None
+        assert db.snapshot.write_block is None
 
     _run(scenario)
 
@@ -83,14 +83,14 @@ def test_two_primaries_refuse_every_write_until_one_steps_down() -> None:
     async def scenario(db: Database) -> None:
         db.observe(_round(a="primary", b="standby", c="standby"))
         db.observe(_round(a="primary", b="primary", c="standby"))
-        assert db.writer_member == A, "the writer does not move to either claimant"
+        assert db.snapshot.writer_member == A, "the writer does not move to either claimant"
         with pytest.raises(DatabaseUnavailableError) as caught:
             db.check_writable()
         assert A in caught.value.reason
         assert B in caught.value.reason
         db.observe(_round(a="standby", b="primary", c="standby"))
         db.check_writable()
-        assert db.writer_member == B
+        assert db.snapshot.writer_member == B
 
     _run(scenario)
 
@@ -108,8 +108,8 @@ def test_a_fixed_topology_never_moves_the_writer() -> None:
             writer = db.writer
             db.observe(_round(a="standby", b="primary"))
             assert db.writer is writer
-            assert db.roles == {A: "standby", B: "primary"}
-            assert [state.name for state in db.replicas.states] == ["replica-0"]
+            assert db.snapshot.roles == {A: "standby", B: "primary"}
+            assert [state.name for state in db.snapshot.replicas] == ["replica-0"]
         finally:
             await db.stop()
 

@@ -8,7 +8,7 @@ it until granian's kill timeout, so the pools were never closed. Here:
 
 - **The body deadline.** Counted from the moment the request reaches the application (its
   headers are in), the whole body must arrive within `REQUEST_BODY_TIMEOUT_S` (answered at
-  most a quarter of it, or 250 ms, later: `app.process.deadlines`). A read that
+  most a quarter of it, or 250 ms, later: `app.process.deadline_sweeper`). A read that
   would pass it raises `RequestBodyTimeout`, which Litestar answers as a 408 problem document
   (`app.api.problems`) with `Connection: close`; hyper then closes the connection (the rest of
   the body is never read), which frees granian's connection slot. After the body, reads are
@@ -27,8 +27,6 @@ of slow clients must not become a flood of log lines.
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
 
 import msgspec
 import structlog
@@ -39,7 +37,8 @@ from litestar.types.asgi_types import HTTPResponseBodyEvent, HTTPResponseStartEv
 
 from app.api.problems import PROBLEM_JSON, Problem
 from app.config import RequestLimits
-from app.process.deadlines import Deadlines
+from app.logging import Throttle
+from app.process.deadline_sweeper import Deadlines
 from app.process.lifecycle import Lifecycle
 
 log = structlog.get_logger("app.requests")
@@ -54,24 +53,6 @@ class RequestBodyTimeout(HTTPException):
     status_code = 408
 
 
-class _Throttled:
-    """One warning per `_LOG_EVERY_S` at most, saying how many were held back."""
-
-    def __init__(self, event: str) -> None:
-        self._event = event
-        self._last = -_LOG_EVERY_S
-        self._held_back = 0
-
-    def __call__(self, **fields: Any) -> None:
-        now = time.monotonic()
-        if now - self._last < _LOG_EVERY_S:
-            self._held_back += 1
-            return
-        log.warning(self._event, held_back=self._held_back, **fields)
-        self._last = now
-        self._held_back = 0
-
-
 class RequestDeadlineMiddleware:
     """ASGI middleware inside `HttpMetricsMiddleware` (so its 408 and 503 are counted, and
     the in-flight count includes this request)."""
@@ -83,8 +64,8 @@ class RequestDeadlineMiddleware:
         self._slots = limits.request_slots
         # A stalled body is answered at most a quarter of its timeout (or 250 ms) late.
         self._deadlines = Deadlines(resolution_s=min(0.25, limits.body_timeout_s / 4))
-        self._log_timeout = _Throttled("request body not received in time; answered 408")
-        self._log_full = _Throttled("request slots full; answered 503")
+        self._log_timeout = Throttle(_LOG_EVERY_S)
+        self._log_full = Throttle(_LOG_EVERY_S)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -92,7 +73,11 @@ class RequestDeadlineMiddleware:
             return
         path = scope["path"]
         if self.lifecycle.in_flight > self._slots and path not in OPERATOR_PATHS:
-            self._log_full(slots=self._slots)
+            held_back = self._log_full.allow()
+            if held_back is not None:
+                log.warning(
+                    "request slots full; answered 503", held_back=held_back, slots=self._slots
+                )
             await _refuse(send, path)
             return
         await self.app(scope, self._bounded(receive, path), send)
@@ -100,7 +85,7 @@ class RequestDeadlineMiddleware:
     def _bounded(self, receive: Receive, path: str) -> Receive:
         """`receive`, failing once the body is not complete by the deadline.
 
-        The deadline is kept by `app.process.deadlines` (one housekeeping task for every
+        The deadline is kept by `app.process.deadline_sweeper` (one housekeeping task for every
         request's body, not a timer per request: that timer alone cost 6 to 8% of a send's
         CPU), so a stalled body is answered within `_resolution_s` after the deadline."""
         timeout_s = self.limits.body_timeout_s
@@ -117,7 +102,14 @@ class RequestDeadlineMiddleware:
                 message = await receive()
             except asyncio.CancelledError:
                 if deadlines.ended(wait):  # the deadline's cancellation alone
-                    self._log_timeout(path=path, timeout_s=timeout_s)
+                    held_back = self._log_timeout.allow()
+                    if held_back is not None:
+                        log.warning(
+                            "request body not received in time; answered 408",
+                            held_back=held_back,
+                            path=path,
+                            timeout_s=timeout_s,
+                        )
                     raise RequestBodyTimeout(
                         detail=f"the request body did not arrive within {timeout_s:g} s",
                         headers={"Connection": "close"},

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, TypeVar
 
 from litestar import Litestar, Request, Response, route
@@ -21,27 +20,17 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.response.base import ASGIResponse
 from litestar.routes import HTTPRoute
 
+from app.compat.litestar import operation_id, send_as_head
+
 T = TypeVar("T")
 
 GET_HEAD = [HttpMethod.GET, HttpMethod.HEAD]
 """The methods of a read route."""
-_SEPARATORS = re.compile(r"[!#$%&'*+\-.^_`|~:]+")
 
 
 def read(path: str, **kwargs: Any) -> route:
     """A read route: `GET`, and `HEAD` beside it."""
-    return route(path, http_method=GET_HEAD, operation_id=_operation_id, **kwargs)
-
-
-def _operation_id(handler: HTTPRouteHandler, method: str, components: list[Any]) -> str:
-    """Litestar's id for a one-method route (path components, then the handler's name), so a
-    `GET` keeps the id it had alone; its `HEAD` has `Head` before the handler's name."""
-    path = ""
-    for component in (getattr(part, "name", part) for part in components):
-        if component.title() not in path:
-            path += component.title()
-    name = handler.handler_name.title()
-    return _SEPARATORS.sub("", path + ("Head" + name if method == HttpMethod.HEAD else name))
+    return route(path, http_method=GET_HEAD, operation_id=operation_id, **kwargs)
 
 
 class HeadAwareResponse(Response[T]):
@@ -52,13 +41,13 @@ class HeadAwareResponse(Response[T]):
     ) -> ASGIResponse:
         response = super().to_asgi_response(app, request, **kwargs)
         if request.method == HttpMethod.HEAD:
-            response.is_head_response = True  # sends the headers, then an empty body
+            send_as_head(response)  # the headers, then an empty body
         return response
 
 
 def allowed_methods(request: Request[Any, Any, Any]) -> list[str]:
     """The methods the path this request matched answers, sorted."""
-    template = request.scope["path_template"]
+    template = request.scope["path_template"]  # app.compat.litestar.PATH_TEMPLATE
     methods: set[str] = set()
     for registered in request.app.routes:
         if isinstance(registered, HTTPRoute) and registered.path_format == template:
