@@ -15,7 +15,7 @@ from app.api.methods import read
 from app.api.problems import problem_responses
 from app.api.schemas import CreateUser, Cursor, Limit, PathId, SetStatus, StatusFilter
 from app.domain.chats import ChatRepository
-from app.domain.errors import ForbiddenError
+from app.domain.errors import ConflictError, ForbiddenError
 from app.domain.records import ChatPage, User, UserPage
 from app.domain.users import UserRepository
 
@@ -30,9 +30,13 @@ class UserController(ApiController):
         "/",
         status_code=201,
         summary="Register: create a user with a password (no token needed)",
-        responses=problem_responses(409, 413, authenticated=False),
+        responses=problem_responses(409, 413, 429, authenticated=False),
         security=NO_TOKEN,
         exclude_from_auth=True,
+        description="Limited per client address and in all (429 with `Retry-After`); a taken "
+        "username answers 409 before any password hashing; when too many registrations wait "
+        "for a hash, 503 with `Retry-After` at once. A display name that mixes scripts with "
+        "look-alike letters, or reads as another existing username, is refused.",
     )
     async def create(
         self,
@@ -41,6 +45,14 @@ class UserController(ApiController):
         users: NamedDependency[UserRepository],
     ) -> User:
         auth: Authentication = request.app.state.authentication
+        await auth.limit(auth.register_per_address, auth.client(request))
+        await auth.limit(auth.register_global, "all")
+        impersonated = data.display_as_username
+        taken = await users.taken([data.username, *([impersonated] if impersonated else [])])
+        if data.username in taken:
+            raise ConflictError(f"username {data.username!r} is taken")
+        if impersonated in taken:
+            raise ConflictError("display_name reads as another user's username")
         password_hash = await auth.passwords.hash(data.password)
         return await users.create(data.username, data.display_name, password_hash)
 
