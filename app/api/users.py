@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, post, put
+from litestar import Request, delete, post, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
@@ -110,6 +110,38 @@ class UserController(ApiController):
     ) -> ChatPage:
         _only_yourself(request.user, user_id, "list the chats of")
         return await chats.of_user(user_id, after or 0, limit)
+
+    @put(
+        "/{user_id:str}/blocks/{blocked_id:str}",
+        summary="Block a user: they cannot start a chat with you nor add you to one",
+        status_code=204,
+        responses=problem_responses(403, 404),
+    )
+    async def block(
+        self,
+        user_id: PathId,
+        blocked_id: PathId,
+        chats: NamedDependency[ChatRepository],
+        request: Request[Caller, Any, Any],
+    ) -> None:
+        _only_yourself(request.user, user_id, "block users for")
+        await chats.block(user_id, blocked_id, on=True)
+
+    @delete(
+        "/{user_id:str}/blocks/{blocked_id:str}",
+        summary="Unblock a user",
+        status_code=204,
+        responses=problem_responses(403, 404),
+    )
+    async def unblock(
+        self,
+        user_id: PathId,
+        blocked_id: PathId,
+        chats: NamedDependency[ChatRepository],
+        request: Request[Caller, Any, Any],
+    ) -> None:
+        _only_yourself(request.user, user_id, "unblock users for")
+        await chats.block(user_id, blocked_id, on=False)
 
 
 def _only_yourself(caller: Caller, user_id: int, what: str) -> None:
