@@ -404,9 +404,13 @@ def _networks(reader: _Reader, name: str) -> tuple[IPv4Network | IPv6Network, ..
     return tuple(networks)
 
 
+MIN_DISTINCT_KEY_BYTES = 10
+
+
 def _weak_secret(secret: bytes) -> bool:
-    """Too few distinct bytes for a random secret (all zeros, a repeated pattern)."""
-    return len(set(secret)) < min(16, len(secret) // 2)
+    """Too few distinct bytes for a random secret (all zeros, a short repeated pattern):
+    32 random bytes hold about 30 distinct values, fewer than 10 practically never."""
+    return len(set(secret)) < MIN_DISTINCT_KEY_BYTES
 
 
 def _auth(reader: _Reader, app_env: Environment) -> AuthSettings:
