@@ -133,7 +133,7 @@ def test_logins_keep_their_latency_under_a_registration_flood(
     took.sort()
     p50 = statistics.median(took)
     p99 = took[min(len(took) - 1, round(0.99 * len(took)))]
-    print(  # noqa: T201 - the measurement docs/security.md states
+    print(  # the measurement docs/security.md states
         f"\nlogin before the flood p50 {statistics.median(before) * 1000:.0f} ms;"
         f" during ({FLOOD_CLIENTS} registration clients): p50 {p50 * 1000:.0f} ms,"
         f" p99 {p99 * 1000:.0f} ms over {len(took)} logins; registrations answered {dict(seen)}"
