@@ -16,6 +16,7 @@ import itertools
 import socket
 import statistics
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 
@@ -40,7 +41,13 @@ _BUDGETS = {"TRUSTED_PROXIES": "127.0.0.1/32", "REGISTER_HASH_QUEUE": "2", "LOGI
 
 @pytest.fixture(scope="module")
 def server(database: TestDatabase) -> Iterator[ServerProcess]:
-    with ServerProcess(database, **_BUDGETS) as running:
+    """The login limits' defaults: 50 attempts per address, 10 per username, a minute."""
+    with ServerProcess(
+        database,
+        **_BUDGETS,
+        AUTH_LOGIN_LIMIT_PER_ADDRESS="50",
+        AUTH_LOGIN_LIMIT_PER_USERNAME="10",
+    ) as running:
         yield running
 
 
@@ -162,13 +169,44 @@ def test_a_malformed_chunked_body_is_a_400(server: ServerProcess) -> None:
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
 
 
+def test_refused_attempts_do_not_count_against_the_username(server: ServerProcess) -> None:
+    """Issue 19: 55 junk logins from one address (the last 5 refused by its limit) used to
+    lock `mallory` out for everyone; only attempts whose password was checked count now."""
+    name = f"mallory_{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=server.url) as direct:
+        assert direct.post("/users", json={"username": name, "password": PASSWORD}).is_success
+    with _client("127.0.0.55") as attacker:
+        for _ in range(45):  # someone else's junk: the address's budget goes
+            _login(attacker, server.url, "wrong password!", username=f"x{uuid.uuid4().hex[:8]}")
+        checked = [_login(attacker, server.url, "wrong password!", username=name) for _ in range(5)]
+        refused = [
+            _login(attacker, server.url, "wrong password!", username=name) for _ in range(20)
+        ]
+    assert [r.status_code for r in checked] == [401] * 5
+    assert {r.status_code for r in refused} == {429}
+    with _client("127.0.0.56") as owner:
+        assert _login(owner, server.url, PASSWORD, username=name).status_code == 200
+    # A lockout needs failures that were really checked: 10 wrong passwords (5 above, 5
+    # more from a third address), then the username is refused, from anywhere.
+    with _client("127.0.0.57") as other:
+        more = [_login(other, server.url, "wrong password!", username=name) for _ in range(6)]
+        assert [r.status_code for r in more] == [401] * 5 + [429]
+        assert _login(other, server.url, PASSWORD, username=name).status_code == 429
+
+
 def _client(address: str) -> httpx.Client:
     return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=10)
 
 
-def _login(client: httpx.Client, url: str, password: str, **headers: str) -> httpx.Response:
+def _login(
+    client: httpx.Client,
+    url: str,
+    password: str,
+    username: str = "proxied",
+    **headers: str,
+) -> httpx.Response:
     return client.post(
-        f"{url}/auth/token", json={"username": "proxied", "password": password}, headers=headers
+        f"{url}/auth/token", json={"username": username, "password": password}, headers=headers
     )
 
 
