@@ -170,7 +170,8 @@ _DESCRIPTIONS = {
 def problem_responses(*statuses: int, authenticated: bool = True) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the problem+json answers a route may give (400 and 503 always,
     401 on the routes that need a token)."""
-    wanted = sorted({400, 503, *statuses, *([401] if authenticated else [])})
+    body = [415] if 413 in statuses else []  # a route that takes a body takes JSON only
+    wanted = sorted({400, 503, *statuses, *body, *([401] if authenticated else [])})
     return {
         status: ResponseSpec(
             data_container=Problem,

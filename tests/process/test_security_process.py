@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import itertools
+import os
 import socket
 import statistics
 import time
