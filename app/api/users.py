@@ -115,7 +115,7 @@ class UserController(ApiController):
         "/{user_id:str}/blocks/{blocked_id:str}",
         summary="Block a user: they cannot start a chat with you nor add you to one",
         status_code=204,
-        responses=problem_responses(403, 404),
+        responses=problem_responses(403, 404, 409),
     )
     async def block(
         self,

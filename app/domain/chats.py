@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.db.connection import Connection, Query, Scalar
 from app.db.session import DbSession
-from app.domain.errors import DomainError, ForbiddenError, NotFoundError
+from app.domain.errors import ConflictError, ForbiddenError, NotFoundError
 from app.domain.records import Chat, ChatPage
 
 # A chat record is the chats row with its member ids (ascending) before `created_at`.
@@ -122,9 +122,9 @@ class ChatRepository:
 
     async def block(self, blocker: int, blocked: int, *, on: bool) -> None:
         """Block (`on`) or unblock `blocked` for `blocker`; `NotFoundError` when `blocked`
-        does not exist."""
-        if blocker == blocked:
-            raise DomainError("a user cannot block themselves")
+        does not exist, `ConflictError` for blocking oneself."""
+        if on and blocker == blocked:
+            raise ConflictError("a user cannot block themselves")
 
         async def change(conn: Connection) -> bool:
             return await conn.fetch_scalar(_BLOCK if on else _UNBLOCK, blocker, blocked)

@@ -213,7 +213,8 @@ def test_a_blocked_user_cannot_start_a_chat_with_the_blocker(client: TestClient[
     assert_problem(response, 403)
     assert create_chat(client, bob, [alice])["member_ids"] == sorted([alice.id, bob.id])
     assert_problem(client.put(f"/users/{alice.id}/blocks/{bob.id}", headers=bob.headers), 403)
-    assert_problem(client.put(f"/users/{bob.id}/blocks/{bob.id}", headers=bob.headers), 400)
+    assert_problem(client.put(f"/users/{bob.id}/blocks/{bob.id}", headers=bob.headers), 409)
+    assert client.delete(f"/users/{bob.id}/blocks/{bob.id}", headers=bob.headers).is_success
     assert_problem(client.put(f"/users/{bob.id}/blocks/999999999", headers=bob.headers), 404)
     assert client.delete(f"/users/{bob.id}/blocks/{alice.id}", headers=bob.headers).is_success
     assert create_chat(client, alice, [bob])["member_ids"] == sorted([alice.id, bob.id])
