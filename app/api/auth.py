@@ -31,9 +31,11 @@ import structlog
 from litestar import Request, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
+from litestar.middleware import DefineMiddleware
 from litestar.openapi.spec import SecurityRequirement
 from litestar.params import JSONBody
 from litestar.security.jwt import JWTAuth, Token
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.api.bearer import BearerAuthenticationMiddleware, Caller
 from app.api.controller import ApiController
@@ -150,10 +152,18 @@ class Authentication:
 
     def client(self, request: Request[Any, Any, Any]) -> str:
         """The client's address, from a trusted proxy's `X-Forwarded-For` if any."""
-        peer = request.client.host if request.client else None
-        return client_address(
-            peer, request.headers.getall("x-forwarded-for", []), self.limits.trusted_proxies
+        return self.client_of(request.scope)
+
+    def client_of(self, scope: Scope) -> str:
+        """`client` from the ASGI scope (`X-Forwarded-For` read only from trusted proxies)."""
+        peer = scope.get("client")
+        proxies = self.limits.trusted_proxies
+        forwarded = (
+            [value.decode("latin-1") for name, value in scope["headers"] if name == _XFF]
+            if proxies
+            else []
         )
+        return client_address(peer[0] if peer else None, forwarded, proxies)
 
     async def limit(self, rate: Rate, key: str) -> None:
         """Count an attempt; 429 with `Retry-After` when `key` is over `rate`."""
@@ -181,6 +191,47 @@ def development_keys() -> tuple[tuple[str, bytes], ...]:
     then do not survive a restart nor work across workers (`messenger serve` keeps one
     under `.data/` for development instead)."""
     return (("ephemeral", secrets.token_bytes(32)),)
+
+
+_XFF = b"x-forwarded-for"
+
+
+class EarlyRefusal:
+    """Route middleware of the per-address limited routes (login, registration): an address
+    already over its limit is answered 429 here, before the body is read, decoded and
+    validated, so a flood from one address costs the worker as little as it can. The route
+    still counts the attempts it lets through (`Authentication.limit`)."""
+
+    def __init__(self, app: ASGIApp, rate: str) -> None:
+        self.app = app
+        self.rate = rate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        auth: Authentication = scope["litestar_app"].state.authentication
+        wait = await auth.limiter.test(getattr(auth, self.rate), auth.client_of(scope))
+        if not wait:
+            await self.app(scope, receive, send)
+            return
+        body = msgspec.json.encode(
+            {
+                "title": "Too Many Requests",
+                "status": 429,
+                "detail": "too many attempts; retry later",
+                "instance": scope["path"],
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 429,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", str(wait).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def too_many(wait: int) -> TooManyRequestsException:
@@ -216,6 +267,7 @@ class AuthController(ApiController):
         summary="Log in: an access token and a refresh token",
         status_code=200,
         responses=problem_responses(401, 413, 429, authenticated=False),
+        middleware=[DefineMiddleware(EarlyRefusal, rate="login_per_address")],
     )
     async def token(
         self,

@@ -6,9 +6,10 @@ from typing import Any
 
 from litestar import Request, delete, post, put
 from litestar.di import NamedDependency
+from litestar.middleware import DefineMiddleware
 from litestar.params import JSONBody
 
-from app.api.auth import NO_TOKEN, Authentication
+from app.api.auth import NO_TOKEN, Authentication, EarlyRefusal
 from app.api.bearer import Caller
 from app.api.controller import ApiController
 from app.api.methods import read
@@ -33,6 +34,7 @@ class UserController(ApiController):
         responses=problem_responses(409, 413, 429, authenticated=False),
         security=NO_TOKEN,
         exclude_from_auth=True,
+        middleware=[DefineMiddleware(EarlyRefusal, rate="register_per_address")],
         description="Limited per client address and in all (429 with `Retry-After`); a taken "
         "username answers 409 before any password hashing; when too many registrations wait "
         "for a hash, 503 with `Retry-After` at once. A display name that mixes scripts with "

@@ -32,8 +32,10 @@ from tests.support.server import ServerProcess, free_port
 FLOOD_CLIENTS = int(os.environ.get("SECURITY_FLOOD_CLIENTS", "400"))  # docs: 100 too
 FLOOD_S = 8.0
 LOGIN_P99_BOUND_S = 2.0
-"""A bound with room for a shared 2-core box; docs/security.md states the measured numbers
-(the goal was 0.5 s)."""
+LOGIN_P99_BOUND_X = 25
+"""The bound on the login p99 during the flood: 2 s, or 25 times the p50 before it on a box
+loaded by other work (before the fix: 5.7-8.8 s from 26 ms, 220-340 times). docs/security.md
+states the measured numbers (the goal was 0.5 s)."""
 
 
 # The hash budgets' defaults (the suite's settings lift them for other tests).
@@ -152,7 +154,8 @@ def test_logins_keep_their_latency_under_a_registration_flood(
         assert seen[409] > 0, seen  # taken names refused before any hash
     # Before the fix every registration queued for the 2 Argon2 slots logins use: logins
     # took 5.7-8.8 s. What is left is the event loop's share among 401 busy connections.
-    assert p99 < LOGIN_P99_BOUND_S, (p50, p99)
+    bound = max(LOGIN_P99_BOUND_S, LOGIN_P99_BOUND_X * statistics.median(before))
+    assert p99 < bound, (p50, p99, bound)
 
 
 def test_a_malformed_chunked_body_is_a_400(server: ServerProcess) -> None:
