@@ -109,6 +109,8 @@ class Authentication:
         self.passwords = Passwords(
             check_queue=limits.login_hash_queue, hash_queue=limits.register_hash_queue
         )
+        self.registrations_at_once = 1 + limits.register_hash_queue
+        self.registrations_in_flight = 0
         self.access = AccessTokens(keys, settings.signing_kid, settings.access_token_ttl_s)
         self.limiter = (
             Limiter.redis(redis_url) if redis_url else Limiter.in_memory(limits.memory_max_keys)
@@ -199,39 +201,53 @@ _XFF = b"x-forwarded-for"
 class EarlyRefusal:
     """Route middleware of the per-address limited routes (login, registration): an address
     already over its limit is answered 429 here, before the body is read, decoded and
-    validated, so a flood from one address costs the worker as little as it can. The route
-    still counts the attempts it lets through (`Authentication.limit`)."""
+    validated, so a flood from one address costs the worker as little as it can. With
+    `hash_budget` (registration), at most as many requests as the budget of new hashes holds
+    (1 hashing + `REGISTER_HASH_QUEUE` waiting) are let through at once, per worker; the rest
+    are answered 503 here, so a flood from many addresses costs neither a body decode, nor
+    a database lookup, nor a hash. The route still counts the attempts it lets through
+    (`Authentication.limit`)."""
 
-    def __init__(self, app: ASGIApp, rate: str) -> None:
+    def __init__(self, app: ASGIApp, rate: str, hash_budget: bool = False) -> None:
         self.app = app
         self.rate = rate
+        self.hash_budget = hash_budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         auth: Authentication = scope["litestar_app"].state.authentication
         wait = await auth.limiter.test(getattr(auth, self.rate), auth.client_of(scope))
-        if not wait:
+        if wait:
+            await _refuse(send, scope["path"], 429, "too many attempts; retry later", wait)
+        elif not self.hash_budget:
             await self.app(scope, receive, send)
-            return
-        body = msgspec.json.encode(
-            {
-                "title": "Too Many Requests",
-                "status": 429,
-                "detail": "too many attempts; retry later",
-                "instance": scope["path"],
-            }
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 429,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(wait).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        elif auth.registrations_in_flight >= auth.registrations_at_once:
+            detail = "too many registrations at once; retry later"
+            await _refuse(send, scope["path"], 503, detail, 1)
+        else:
+            auth.registrations_in_flight += 1
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                auth.registrations_in_flight -= 1
+
+
+async def _refuse(send: Send, path: str, status: int, detail: str, retry_after: int) -> None:
+    title = "Too Many Requests" if status == 429 else "Service Unavailable"
+    body = msgspec.json.encode(
+        {"title": title, "status": status, "detail": detail, "instance": path}
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(retry_after).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def too_many(wait: int) -> TooManyRequestsException:

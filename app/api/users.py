@@ -34,7 +34,7 @@ class UserController(ApiController):
         responses=problem_responses(409, 413, 429, authenticated=False),
         security=NO_TOKEN,
         exclude_from_auth=True,
-        middleware=[DefineMiddleware(EarlyRefusal, rate="register_per_address")],
+        middleware=[DefineMiddleware(EarlyRefusal, rate="register_per_address", hash_budget=True)],
         description="Limited per client address and in all (429 with `Retry-After`); a taken "
         "username answers 409 before any password hashing; when too many registrations wait "
         "for a hash, 503 with `Retry-After` at once. A display name that mixes scripts with "
