@@ -44,7 +44,7 @@ from app.api.schemas import Password, Username
 from app.config import AbuseLimits, AuthSettings
 from app.domain.accounts import AccountRepository, RefreshTokenReusedError
 from app.security.clientaddr import client_address
-from app.security.passwords import Passwords
+from app.security.passwords import HashingBusyError, Passwords
 from app.security.ratelimit import Limiter, Rate
 from app.security.tokens import (
     AccessTokens,
@@ -306,9 +306,15 @@ class AuthController(ApiController):
             await auth.limiter.hit(auth.login_per_username, data.username)
             raise _invalid_credentials()
         if stored is not None and auth.passwords.needs_rehash(stored):
-            rehashed = await auth.passwords.hash(data.password)
-            await accounts.set_password_hash(credentials.user_id, rehashed)
-            log.info("password rehashed with the current parameters", user_id=credentials.user_id)
+            try:
+                rehashed = await auth.passwords.hash(data.password)
+            except HashingBusyError:
+                rehashed = None  # the budget is full (a registration flood): next login
+            if rehashed is not None:
+                await accounts.set_password_hash(credentials.user_id, rehashed)
+                log.info(
+                    "password rehashed with the current parameters", user_id=credentials.user_id
+                )
         return await auth.issue(accounts, credentials.user_id)
 
     @post(
