@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib.util
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -170,12 +172,48 @@ class AuthSettings:
     metrics_public: bool = False
     """Allow open operator endpoints in production (`METRICS_PUBLIC`)."""
     openapi_enabled: bool = True
-    """Serve the OpenAPI document and its UI at `/schema` (`OPENAPI_ENABLED`)."""
+    """Serve the OpenAPI document and its UI at `/schema` (`OPENAPI_ENABLED`; off by default
+    in production)."""
+    refresh_token_max_lifetime_s: float = 90 * 86400.0
+    """A login's refresh tokens stop working this long after the login, however often they
+    are rotated (`AUTH_REFRESH_TOKEN_MAX_LIFETIME_S`)."""
 
     @property
     def signing_kid(self) -> str:
         """The key id that signs new access tokens (the first key)."""
         return self.jwt_keys[0][0]
+
+
+@dataclass(frozen=True, slots=True)
+class AbuseLimits:
+    """Limits on what costs the service work (docs/security.md, "Limits"): registrations,
+    password hashing, chat creation and sends, and whom to believe about a client's address.
+
+    Counted in Redis when `REDIS_URL` is set (every instance together), per worker otherwise.
+    """
+
+    register_limit_per_address: int = 5
+    """Registrations per client address and window (`REGISTER_LIMIT_PER_ADDRESS`)."""
+    register_limit_global: int = 300
+    """Registrations per window in all (`REGISTER_LIMIT_GLOBAL`; per worker without Redis)."""
+    register_window_s: int = 60
+    """The window registrations count in (`REGISTER_WINDOW_S`)."""
+    login_hash_queue: int = 16
+    """Logins waiting for a password check at most per worker; more answer 503 with
+    `Retry-After` at once (`LOGIN_HASH_QUEUE`)."""
+    register_hash_queue: int = 2
+    """Registrations waiting for a password hash at most per worker (`REGISTER_HASH_QUEUE`)."""
+    chat_create_limit: int = 30
+    """Chats a user may create per window (`CHAT_CREATE_LIMIT`)."""
+    send_limit: int = 600
+    """Messages a user may send per window (`SEND_LIMIT`)."""
+    user_window_s: int = 60
+    """The window the chat and send limits count in (`USER_LIMIT_WINDOW_S`)."""
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    """Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`, CIDRs): the client's
+    address is then the right-most one not in these networks. Empty: the TCP peer."""
+    memory_max_keys: int = 500_000
+    """Keys the in-process limiter holds at most (`RATE_LIMIT_MEMORY_MAX_KEYS`)."""
 
 
 TraceExporter = Literal["none", "otlp", "console"]
@@ -230,6 +268,8 @@ class Settings:
     """Authentication and the operator endpoints' protection."""
     requests: RequestLimits = field(default_factory=RequestLimits)
     """Bounds on receiving requests, per worker."""
+    limits: AbuseLimits = field(default_factory=AbuseLimits)
+    """Rate limits, hashing bounds and trusted proxies."""
     tracing: TracingSettings = field(default_factory=TracingSettings)
     """OpenTelemetry traces (off unless `OTEL_*` variables ask for them)."""
 
@@ -258,8 +298,9 @@ class Settings:
                 shutdown_timeout_s=reader.number("SHUTDOWN_TIMEOUT_S", 10.0, minimum=0.1),
                 drain_delay_s=reader.number("DRAIN_DELAY_S", 0.0, minimum=0.0),
             ),
-            redis_url=reader.url("REDIS_URL", schemes=("redis", "rediss", "unix")),
+            redis_url=_redis_url(reader),
             auth=_auth(reader, app_env),
+            limits=_limits(reader),
             tracing=_tracing(reader),
             requests=RequestLimits(
                 header_timeout_s=reader.number(
@@ -316,6 +357,60 @@ def _database(reader: _Reader, app_env: Environment) -> DatabaseSettings:
 
 
 MIN_JWT_KEY_BYTES = 32
+MIN_METRICS_TOKEN_CHARS = 24
+REDIS_EXTRA = "pip install 'messenger-data-service[redis]'"
+
+
+def _redis_url(reader: _Reader) -> str | None:
+    url = reader.url("REDIS_URL", schemes=("redis", "rediss", "unix"))
+    if url is not None and importlib.util.find_spec("redis") is None:
+        raise ConfigError(
+            "REDIS_URL", f"is set but the redis extra is not installed ({REDIS_EXTRA})"
+        )
+    return url
+
+
+def _limits(reader: _Reader) -> AbuseLimits:
+    return AbuseLimits(
+        register_limit_per_address=reader.integer(
+            "REGISTER_LIMIT_PER_ADDRESS", 5, minimum=1, maximum=1_000_000
+        ),
+        register_limit_global=reader.integer(
+            "REGISTER_LIMIT_GLOBAL", 300, minimum=1, maximum=10_000_000
+        ),
+        register_window_s=reader.integer("REGISTER_WINDOW_S", 60, minimum=1, maximum=86400),
+        login_hash_queue=reader.integer("LOGIN_HASH_QUEUE", 16, minimum=0, maximum=10_000),
+        register_hash_queue=reader.integer("REGISTER_HASH_QUEUE", 2, minimum=0, maximum=10_000),
+        chat_create_limit=reader.integer("CHAT_CREATE_LIMIT", 30, minimum=1, maximum=10_000_000),
+        send_limit=reader.integer("SEND_LIMIT", 600, minimum=1, maximum=10_000_000),
+        user_window_s=reader.integer("USER_LIMIT_WINDOW_S", 60, minimum=1, maximum=86400),
+        trusted_proxies=_networks(reader, "TRUSTED_PROXIES"),
+        memory_max_keys=reader.integer(
+            "RATE_LIMIT_MEMORY_MAX_KEYS", 500_000, minimum=1000, maximum=100_000_000
+        ),
+    )
+
+
+def _networks(reader: _Reader, name: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    raw = reader.text(name, "")
+    networks = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(name, f"expected addresses or CIDRs, got {item[:50]!r}") from None
+    return tuple(networks)
+
+
+MIN_DISTINCT_KEY_BYTES = 10
+
+
+def _weak_secret(secret: bytes) -> bool:
+    """Too few distinct bytes for a random secret (all zeros, a short repeated pattern):
+    32 random bytes hold about 30 distinct values, fewer than 10 practically never."""
+    return len(set(secret)) < MIN_DISTINCT_KEY_BYTES
 
 
 def _auth(reader: _Reader, app_env: Environment) -> AuthSettings:
@@ -324,6 +419,23 @@ def _auth(reader: _Reader, app_env: Environment) -> AuthSettings:
         raise ConfigError("AUTH_JWT_KEYS", "required when APP_ENV=production")
     metrics_token = reader.secret("METRICS_TOKEN")
     metrics_public = reader.boolean("METRICS_PUBLIC", default=False)
+    if app_env == "production":
+        for kid, secret in keys:
+            if _weak_secret(secret):
+                raise ConfigError(
+                    "AUTH_JWT_KEYS",
+                    f"the secret of {kid!r} is not random (too few distinct bytes):"
+                    " make one with `openssl rand -base64 32`",
+                )
+        if metrics_token is not None and (
+            len(metrics_token) < MIN_METRICS_TOKEN_CHARS
+            or len(set(metrics_token)) < MIN_METRICS_TOKEN_CHARS // 2
+        ):
+            raise ConfigError(
+                "METRICS_TOKEN",
+                f"too weak for production: at least {MIN_METRICS_TOKEN_CHARS} characters with"
+                f" {MIN_METRICS_TOKEN_CHARS // 2} distinct (`openssl rand -hex 24`)",
+            )
     if app_env == "production" and metrics_token is None and not metrics_public:
         raise ConfigError(
             "METRICS_TOKEN",
@@ -343,7 +455,10 @@ def _auth(reader: _Reader, app_env: Environment) -> AuthSettings:
         login_window_s=reader.number("AUTH_LOGIN_WINDOW_S", 60.0, minimum=1.0),
         metrics_token=metrics_token,
         metrics_public=metrics_public,
-        openapi_enabled=reader.boolean("OPENAPI_ENABLED", default=True),
+        openapi_enabled=reader.boolean("OPENAPI_ENABLED", default=app_env != "production"),
+        refresh_token_max_lifetime_s=reader.number(
+            "AUTH_REFRESH_TOKEN_MAX_LIFETIME_S", 90 * 86400.0, minimum=60.0
+        ),
     )
 
 

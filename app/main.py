@@ -14,7 +14,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
-from app.api.auth import AuthController, Authentication, development_keys
+from app.api.auth import AuthController, Authentication, SessionsController, development_keys
 from app.api.chats import ChatController
 from app.api.consistency import add_consistency_token
 from app.api.dependencies import DEPENDENCIES
@@ -44,7 +44,7 @@ def create_app(settings: Settings) -> Litestar:
     configure_logging(settings)
     database = Database(settings)
     readiness = Readiness(database)
-    authentication = Authentication(_auth_settings(settings), settings.redis_url)
+    authentication = Authentication(_auth_settings(settings), settings.redis_url, settings.limits)
     tracing = Tracing(settings.tracing)  # off unless OTEL_* variables ask for it
     lifecycle = Lifecycle(
         # Started in this order, stopped in the reverse one.
@@ -64,6 +64,7 @@ def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=[
             AuthController,
+            SessionsController,
             UserController,
             ChatController,
             HealthController,

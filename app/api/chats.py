@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, Response, post
+from litestar import Request, Response, delete, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
+from app.api.auth import Authentication
 from app.api.bearer import Caller
 from app.api.controller import ApiController
 from app.api.head_options import read
@@ -29,7 +30,9 @@ class ChatController(ApiController):
         "/",
         status_code=201,
         summary="Create a chat of the caller and the given members",
-        responses=problem_responses(404, 413),
+        description="Limited per user (`CHAT_CREATE_LIMIT` per `USER_LIMIT_WINDOW_S`: 429 with "
+        "`Retry-After`). 403 when a member has blocked the caller.",
+        responses=problem_responses(403, 404, 413, 429),
     )
     async def create(
         self,
@@ -37,7 +40,23 @@ class ChatController(ApiController):
         chats: NamedDependency[ChatRepository],
         request: Request[Caller, Any, Any],
     ) -> Chat:
+        auth: Authentication = request.app.state.authentication
+        await auth.limit(auth.chat_create, str(request.user.id))
         return await chats.create(request.user.id, data.title, data.member_ids)
+
+    @delete(
+        "/{chat_id:str}/members/me",
+        summary="Leave a chat",
+        status_code=204,
+        responses=problem_responses(404),
+    )
+    async def leave(
+        self,
+        chat_id: PathId,
+        chats: NamedDependency[ChatRepository],
+        request: Request[Caller, Any, Any],
+    ) -> None:
+        await chats.leave(chat_id, request.user.id)
 
     @read(
         "/{chat_id:str}",
@@ -61,12 +80,13 @@ class ChatController(ApiController):
                 data_container=Message,
                 description="The stored message: `client_msg_id` repeats an earlier send",
             ),
-            **problem_responses(404, 409, 413),
+            **problem_responses(404, 409, 413, 429),
         },
         description="201 with the new message; 200 with the stored one when `client_msg_id` "
         "repeats an earlier send of this sender. The sender is the caller. A chat the caller "
         "is not a member of answers 404 like one that does not exist, before the key is "
-        "looked at.",
+        "looked at. Limited per user (`SEND_LIMIT` per `USER_LIMIT_WINDOW_S`: 429 with "
+        "`Retry-After`).",
     )
     async def send(
         self,
@@ -75,6 +95,8 @@ class ChatController(ApiController):
         messages: NamedDependency[MessageRepository],
         request: Request[Caller, Any, Any],
     ) -> Response[Message]:
+        auth: Authentication = request.app.state.authentication
+        await auth.limit(auth.send, str(request.user.id))
         message, created = await messages.send(
             chat_id, request.user.id, data.body, data.client_msg_id
         )

@@ -5,7 +5,11 @@ msgspec's lax mode, which turns `"1"` and `1.0` into the integer 1; undecodable 
 UTF-8 in a string, nesting deeper than the interpreter's recursion limit) escapes it as
 `UnicodeDecodeError` or `RecursionError`, a 500. `StrictRequest.json` instead decodes the body
 straight into the handler's `data` type with msgspec in strict mode, and answers anything it
-cannot decode with a 400 problem.
+cannot decode with a 400 problem. A body sent with a `Content-Type` other than
+`application/json` (or `application/*+json`) is a 415: a `text/plain` body is what a web page
+can post cross-site without a CORS preflight. Duplicate keys are not refused (msgspec keeps
+the last; detecting them would cost a second parse of every body): bodies have few fields
+and unknown ones are refused.
 
 Path and query parameters arrive as text and Litestar converts them in lax mode too: Python's
 int() for `{id:int}` path segments (fullwidth and Arabic-Indic digits, `"1_0"`, `"+1"`,
@@ -22,7 +26,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request
-from litestar.exceptions import ClientException, ValidationException
+from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.handlers import BaseRouteHandler
 from litestar.typing import FieldDefinition
 
@@ -44,11 +48,28 @@ class InvalidField(ValueError):
         self.field = field
 
 
+class UnsupportedMediaType(HTTPException):
+    """A JSON body sent with another `Content-Type` (a `text/plain` form a web page may post
+    cross-site without a preflight): 415."""
+
+    status_code = 415
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 class StrictRequest(Request[Any, Any, Any]):
-    """A request whose JSON body is decoded strictly into the handler's `data` type."""
+    """A request whose JSON body is decoded strictly into the handler's `data` type, and
+    only when it is sent as `application/json` (415 otherwise)."""
 
     async def json(self) -> Any:
         body = await self.body()
+        if body and not _is_json(self.headers.get("content-type", "")):
+            raise UnsupportedMediaType(detail="send the body as Content-Type: application/json")
         decoder = _decoder(self.route_handler)
         try:
             return decoder.decode(body or b"null")

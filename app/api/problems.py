@@ -21,6 +21,7 @@ from litestar.types import ExceptionHandlersMap
 from app.api.head_options import HeadAwareResponse
 from app.db.errors import DatabaseUnavailableError, TokenAheadError, sqlstate_of
 from app.domain.errors import ConflictError, DomainError, ForbiddenError, NotFoundError
+from app.security.passwords import HashingBusyError
 from app.security.ratelimit import LimiterUnavailableError
 
 PROBLEM_JSON = "application/problem+json"
@@ -89,8 +90,13 @@ def _domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response
 def _limiter_unavailable(
     request: Request[Any, Any, Any], exc: LimiterUnavailableError
 ) -> Response[Problem]:
-    log.warning("login answered 503: the rate limiter's store is unavailable", error=str(exc))
-    detail = "logins are unavailable: the rate limiter does not answer"
+    log.warning("answered 503: the rate limiter's store is unavailable", error=str(exc))
+    detail = "unavailable: the rate limiter does not answer"
+    return problem_response(request, 503, detail, headers={"Retry-After": "1"})
+
+
+def _hashing_busy(request: Request[Any, Any, Any], exc: HashingBusyError) -> Response[Problem]:
+    detail = f"too many {exc.what} at once; retry later"
     return problem_response(request, 503, detail, headers={"Retry-After": "1"})
 
 
@@ -155,7 +161,8 @@ _DESCRIPTIONS = {
     404: "No such record",
     409: "Conflicts with stored data",
     413: "The request body is too large",
-    429: "Too many login attempts; retry after `Retry-After` seconds",
+    415: "The body must be sent as `Content-Type: application/json`",
+    429: "Too many attempts; retry after `Retry-After` seconds",
     503: "The database is unavailable or overloaded; retry after `Retry-After` seconds",
 }
 
@@ -163,7 +170,8 @@ _DESCRIPTIONS = {
 def problem_responses(*statuses: int, authenticated: bool = True) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the problem+json answers a route may give (400 and 503 always,
     401 on the routes that need a token)."""
-    wanted = sorted({400, 503, *statuses, *([401] if authenticated else [])})
+    body = [415] if 413 in statuses else []  # a route that takes a body takes JSON only
+    wanted = sorted({400, 503, *statuses, *body, *([401] if authenticated else [])})
     return {
         status: ResponseSpec(
             data_container=Problem,
@@ -180,6 +188,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     DatabaseUnavailableError: _unavailable,
     TokenAheadError: _token_ahead,
     LimiterUnavailableError: _limiter_unavailable,
+    HashingBusyError: _hashing_busy,
     HTTPException: _http_error,
     Exception: _unexpected,
 }

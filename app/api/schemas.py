@@ -18,6 +18,8 @@ import unicodedata
 from typing import Annotated, Any
 
 import msgspec
+from confusable_homoglyphs import confusables
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import PathParameter, QueryParameter
 from litestar.typing import FieldDefinition
@@ -65,6 +67,7 @@ NAME_PATTERN = f"^[^{_NOT_IN_NAMES}]*$"
 BODY_PATTERN = f"^[^{_char_class(((0x00, 0x08), (0x0B, 0x1F), (0x7F, 0x9F)))}]*$"
 NO_NUL = "^[^\\x00]*$"  # PostgreSQL text cannot hold NUL; reject it as a 400, not a 500
 _FORBIDDEN_IN_NAMES = re.compile(f"[{_NOT_IN_NAMES}]")
+_USERNAME = re.compile("[a-z0-9_]{3,32}")
 
 # A name may be sent decomposed (NFD): up to 4 code points per character it normalises to.
 _SPELLINGS = 4
@@ -103,7 +106,9 @@ def normalised_name(field: str, value: str, max_length: int) -> str:
 Username = Annotated[
     str,
     msgspec.Meta(
-        pattern="^[a-z0-9_]{3,32}$",
+        # `(?!\n)`: Python's `$` also matches before a final newline ("alice\n" would pass,
+        # then fail the database's check after a hash); ECMA-262 reads it as a no-op.
+        pattern="^[a-z0-9_]{3,32}$(?!\n)",
         description="3 to 32 of a-z, 0-9 and _",
         examples=["alice_01"],
     ),
@@ -219,7 +224,24 @@ class CreateUser(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.display_name is not None:
             name = normalised_name("display_name", self.display_name, DISPLAY_NAME_MAX)
+            if confusables.is_dangerous(name):
+                raise InvalidField(
+                    "display_name",
+                    "must not mix scripts with look-alike letters (Unicode TR39 confusables)",
+                )
             msgspec.structs.force_setattr(self, "display_name", name)
+
+    @property
+    def display_as_username(self) -> str | None:
+        """The display name spelled as a username would be, when it reads as one other than
+        the registrant's own (`alice` as the display name of `alice_2`): registration
+        refuses it when that username exists."""
+        if self.display_name is None:
+            return None
+        folded = self.display_name.strip().casefold().replace(" ", "_")
+        if folded == self.username or _USERNAME.fullmatch(folded) is None:
+            return None
+        return folded
 
 
 class SetStatus(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

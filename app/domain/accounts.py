@@ -18,9 +18,24 @@ _CREDENTIALS = Query(
     ),
 )
 _SET_PASSWORD = Scalar("UPDATE users SET password_hash = $2 WHERE id = $1 RETURNING true", bool)
+# The operator's password change also revokes every refresh token of the user: whoever
+# held the old password (or a token got with it) has to log in again.
 _SET_PASSWORD_BY_NAME = Scalar(
-    "UPDATE users SET password_hash = $2 WHERE username = $1 RETURNING true",
+    "WITH u AS ("
+    "  UPDATE users SET password_hash = $2 WHERE username = $1 RETURNING id"
+    "), revoked AS ("
+    "  UPDATE refresh_tokens SET revoked_at = now()"
+    "  WHERE user_id IN (SELECT id FROM u) AND revoked_at IS NULL RETURNING 1"
+    ") SELECT EXISTS (SELECT 1 FROM u)",
     bool,
+)
+_REVOKE_USER = Scalar(
+    "WITH revoked AS ("
+    "  UPDATE refresh_tokens SET revoked_at = now()"
+    "  WHERE user_id = $1 AND revoked_at IS NULL AND used_at IS NULL AND expires_at > now()"
+    "  RETURNING 1"
+    ") SELECT count(*)::int FROM revoked",
+    int,
 )
 # $1 family, $2 user, $3 token hash, $4 lifetime in seconds.
 _ISSUE = Scalar(
@@ -29,16 +44,24 @@ _ISSUE = Scalar(
     bool,
 )
 # Spend a live token and mint its successor in the same family, atomically. Two concurrent
-# uses of one token: the second waits on the row lock, then finds it spent. $1 spent hash,
-# $2 new hash, $3 lifetime.
+# uses of one token: the second waits on the row lock, then finds it spent. The successor
+# expires after the lifetime, but never later than the family's first token (the login) plus
+# the absolute cap, so a family cannot be renewed forever. $1 spent hash, $2 new hash,
+# $3 lifetime, $4 cap.
 _ROTATE = Query(
     "WITH spent AS ("
     "  UPDATE refresh_tokens SET used_at = now()"
     "  WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()"
+    "  AND (SELECT min(created_at) FROM refresh_tokens t WHERE t.family = refresh_tokens.family)"
+    "    + make_interval(secs => $4) > now()"
     "  RETURNING family, user_id"
     "), fresh AS ("
     "  INSERT INTO refresh_tokens (family, user_id, token_hash, expires_at)"
-    "  SELECT family, user_id, $2, now() + make_interval(secs => $3) FROM spent"
+    "  SELECT family, user_id, $2, LEAST("
+    "    now() + make_interval(secs => $3),"
+    "    (SELECT min(created_at) FROM refresh_tokens t WHERE t.family = spent.family)"
+    "      + make_interval(secs => $4)"
+    "  ) FROM spent"
     "  RETURNING user_id"
     ") SELECT user_id FROM fresh",
     int,
@@ -117,13 +140,15 @@ class AccountRepository:
 
         await self._db.write(insert)
 
-    async def rotate(self, spent_hash: bytes, fresh_hash: bytes, ttl_s: float) -> int | None:
+    async def rotate(
+        self, spent_hash: bytes, fresh_hash: bytes, ttl_s: float, max_lifetime_s: float
+    ) -> int | None:
         """Spend a refresh token for a new one of its family; the user's id, or None when
-        the token is unknown, expired or revoked. `RefreshTokenReusedError` when it was spent before
-        (its family is revoked)."""
+        the token is unknown, expired or revoked, or its family older than `max_lifetime_s`.
+        `RefreshTokenReusedError` when it was spent before (its family is revoked)."""
 
         async def rotate(conn: Connection) -> int | None:
-            return await conn.fetch_one(_ROTATE, spent_hash, fresh_hash, ttl_s)
+            return await conn.fetch_one(_ROTATE, spent_hash, fresh_hash, ttl_s, max_lifetime_s)
 
         user_id = await self._db.write(rotate)
         if user_id is not None:
@@ -135,6 +160,14 @@ class AccountRepository:
         if await self._db.write(revoke, idempotent=True):
             raise RefreshTokenReusedError("a spent refresh token was used again")
         return None
+
+    async def end_all_families(self, user_id: int) -> int:
+        """Revoke every live refresh token of `user_id` (log out everywhere); how many."""
+
+        async def revoke(conn: Connection) -> int:
+            return await conn.fetch_scalar(_REVOKE_USER, user_id)
+
+        return await self._db.write(revoke, idempotent=True)
 
     async def end_family(self, token_hash: bytes) -> int:
         """Revoke every token of the token's family (logout); how many were live."""

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 from app.db.connection import Connection, Query, Scalar
 from app.db.session import DbSession
-from app.domain.errors import NotFoundError
+from app.domain.errors import ConflictError, ForbiddenError, NotFoundError
 from app.domain.records import Chat, ChatPage
 
 # A chat record is the chats row with its member ids (ascending) before `created_at`.
 _MEMBERS_OF_C = "ARRAY(SELECT user_id FROM chat_members WHERE chat_id = c.id ORDER BY user_id)"
 _CHAT_COLUMNS = f"c.id, c.title, {_MEMBERS_OF_C}, c.created_at"
 
-# One statement, atomic on its own: the chat is inserted only when every member exists.
-# $1 title, $2 distinct member ids, $3 their count.
+# One statement, atomic on its own: the chat is inserted only when every member exists and
+# none of them blocked the creator. $1 title, $2 distinct member ids, $3 their count,
+# $4 the creator.
 _CREATE = Query(
     "WITH found AS ("
     "  SELECT id FROM users WHERE id = ANY($2::bigint[])"
     "), c AS ("
     "  INSERT INTO chats (title) SELECT $1::text"
     "  WHERE (SELECT count(*) FROM found) = $3"
+    "  AND NOT EXISTS (SELECT 1 FROM user_blocks"
+    "    WHERE blocked_id = $4 AND blocker_id = ANY($2::bigint[]))"
     "  RETURNING id, title, created_at"
     "), m AS ("
     "  INSERT INTO chat_members (chat_id, user_id) SELECT c.id, found.id FROM c, found"
@@ -26,6 +29,29 @@ _CREATE = Query(
     ")"
     " SELECT c.id, c.title, ARRAY(SELECT user_id FROM m ORDER BY user_id), c.created_at FROM c",
     Chat,
+)
+_BLOCKED_BY = Scalar(
+    "SELECT EXISTS (SELECT 1 FROM user_blocks WHERE blocked_id = $1 AND blocker_id = ANY($2))",
+    bool,
+)
+# $1 chat, $2 user: the membership removed, or nothing when there was none.
+_LEAVE = Scalar(
+    "WITH gone AS (DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2 RETURNING 1)"
+    " SELECT EXISTS (SELECT 1 FROM gone)",
+    bool,
+)
+# $1 blocker, $2 blocked: whether the blocked user exists (the block is kept once).
+_BLOCK = Scalar(
+    "WITH target AS (SELECT id FROM users WHERE id = $2), b AS ("
+    "  INSERT INTO user_blocks (blocker_id, blocked_id) SELECT $1, id FROM target"
+    "  ON CONFLICT DO NOTHING RETURNING 1"
+    ") SELECT EXISTS (SELECT 1 FROM target)",
+    bool,
+)
+_UNBLOCK = Scalar(
+    "WITH gone AS (DELETE FROM user_blocks WHERE blocker_id = $1 AND blocked_id = $2"
+    " RETURNING 1) SELECT EXISTS (SELECT 1 FROM users WHERE id = $2)",
+    bool,
 )
 _UNKNOWN_USERS = Scalar(
     "SELECT ARRAY(SELECT unnest($1::bigint[]) EXCEPT SELECT id FROM users ORDER BY 1)",
@@ -67,17 +93,44 @@ class ChatRepository:
         wanted = sorted({creator, *member_ids})
 
         async def insert(conn: Connection) -> Chat | None:
-            return await conn.fetch_one(_CREATE, title, wanted, len(wanted))
+            return await conn.fetch_one(_CREATE, title, wanted, len(wanted), creator)
 
         chat = await self._db.write(insert)
         if chat is not None:
             return chat
+
+        async def blocked(conn: Connection) -> bool:
+            return await conn.fetch_scalar(_BLOCKED_BY, creator, wanted)
+
+        if await self._db.read(blocked, on_primary=True):
+            raise ForbiddenError("a member has blocked you")
 
         async def unknown(conn: Connection) -> list[int]:
             return await conn.fetch_scalar(_UNKNOWN_USERS, wanted)
 
         missing = await self._db.read(unknown)
         raise NotFoundError(f"unknown member ids: {', '.join(map(str, missing)) or 'none'}")
+
+    async def leave(self, chat_id: int, user_id: int) -> None:
+        """Remove `user_id` from the chat; `NotFoundError` when they are not a member."""
+
+        async def delete(conn: Connection) -> bool:
+            return await conn.fetch_scalar(_LEAVE, chat_id, user_id)
+
+        if not await self._db.write(delete, idempotent=True):
+            raise NotFoundError(f"chat {chat_id} does not exist")
+
+    async def block(self, blocker: int, blocked: int, *, on: bool) -> None:
+        """Block (`on`) or unblock `blocked` for `blocker`; `NotFoundError` when `blocked`
+        does not exist, `ConflictError` for blocking oneself."""
+        if on and blocker == blocked:
+            raise ConflictError("a user cannot block themselves")
+
+        async def change(conn: Connection) -> bool:
+            return await conn.fetch_scalar(_BLOCK if on else _UNBLOCK, blocker, blocked)
+
+        if not await self._db.write(change, idempotent=True):
+            raise NotFoundError(f"user {blocked} does not exist")
 
     async def get(self, chat_id: int, viewer: int) -> Chat:
         """The chat with `chat_id` and its member ids, if `viewer` is a member (a chat the

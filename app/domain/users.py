@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.db.connection import Connection, Query
+from app.db.connection import Connection, Query, Scalar
 from app.db.errors import is_unique_violation
 from app.db.session import DbSession
 from app.domain.errors import ConflictError, NotFoundError
@@ -14,6 +14,9 @@ _INSERT = Query(
     "INSERT INTO users (username, display_name, password_hash) VALUES ($1, $2, $3)"  # noqa: S608 - constant column list
     f" RETURNING {_COLUMNS}",
     User,
+)
+_TAKEN = Scalar(
+    "SELECT ARRAY(SELECT username FROM users WHERE username = ANY($1::text[]))", list[str]
 )
 _BY_ID = Query(f"SELECT {_COLUMNS} FROM users WHERE id = $1", User)  # noqa: S608 - constant column list
 _PAGE = Query(f"SELECT {_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2", User)  # noqa: S608 - constant column list
@@ -49,6 +52,15 @@ class UserRepository:
             raise
         assert user is not None, "INSERT ... RETURNING returns the row"
         return user
+
+    async def taken(self, usernames: list[str]) -> set[str]:
+        """Which of `usernames` exist (registration's cheap check before it hashes; the
+        unique constraint still decides a race between two registrations)."""
+
+        async def fetch(conn: Connection) -> list[str]:
+            return await conn.fetch_scalar(_TAKEN, usernames)
+
+        return set(await self._db.read(fetch, on_primary=True))
 
     async def get(self, user_id: int) -> User:
         """The user with `user_id`; `NotFoundError` when there is none."""

@@ -6,14 +6,14 @@ import os
 from typing import Any
 
 import msgspec
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery
 
 from app.api.auth import NO_TOKEN
 from app.api.problems import problem_responses
-from app.ops.metrics_guard import operator_only
+from app.ops.metrics_guard import is_operator, operator_only
 from app.ops.readiness import Readiness
 from app.ops.snapshot import metrics_snapshot
 from app.process.lifecycle import Lifecycle, Phase
@@ -44,6 +44,8 @@ class HealthController(Controller):
     @get(
         "/ready",
         summary="Readiness: writer, replicas and Redis, checked concurrently",
+        description="Anonymous callers get the status only when `METRICS_TOKEN` is set; the "
+        "checks (servers' addresses, lag) and `verbose=true` (pid, uptime) need the token.",
         media_type=HEALTH_JSON,
         responses={
             **problem_responses(authenticated=False),
@@ -55,9 +57,11 @@ class HealthController(Controller):
         },
     )
     async def ready(
-        self, state: State, verbose: FromQuery[bool] = False
+        self, request: Request[Any, Any, Any], state: State, verbose: FromQuery[bool] = False
     ) -> Response[dict[str, Any]]:
         lifecycle: Lifecycle = state.lifecycle
+        operator = is_operator(request)
+        verbose = verbose and operator
         readiness: Readiness | None = getattr(state, "readiness", None)
         body: dict[str, Any]
         if lifecycle.phase is not Phase.READY or readiness is None:
@@ -70,6 +74,8 @@ class HealthController(Controller):
             body = {**report.as_json(verbose=verbose), "status": status}
         if verbose:
             body.update(phase=lifecycle.phase.value, uptime=lifecycle.uptime_s, pid=os.getpid())
+        if not operator:  # the servers, their addresses and lag are the operator's to see
+            body = {"status": status}
         return Response(
             body,
             status_code=503 if status == "fail" else 200,

@@ -19,16 +19,22 @@ from litestar.handlers.base import BaseRouteHandler
 REALM = "messenger-operations"
 
 
-def operator_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Refuse the request (401) unless it carries the metrics token, when one is set."""
+def is_operator(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    """Whether the request carries the metrics token, or none is set (open endpoints)."""
     expected: str | None = connection.app.state.settings.auth.metrics_token
     if expected is None:
-        return
+        return True
     scheme, _space, presented = connection.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(
+    return scheme.lower() == "bearer" and hmac.compare_digest(
         presented.strip().encode(), expected.encode()
-    ):
+    )
+
+
+def operator_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Refuse the request (401) unless it carries the metrics token, when one is set."""
+    if is_operator(connection):
         return
+    presented = connection.headers.get("authorization", "").partition(" ")[2]
     error = ', error="invalid_token"' if presented else ""
     raise NotAuthorizedException(
         detail="this endpoint needs the operator's bearer token (METRICS_TOKEN)",

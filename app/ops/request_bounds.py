@@ -12,7 +12,8 @@ it until granian's kill timeout, so the pools were never closed. Here:
   would pass it raises `RequestBodyTimeout`, which Litestar answers as a 408 problem document
   (`app.api.problems`) with `Connection: close`; hyper then closes the connection (the rest of
   the body is never read), which frees granian's connection slot. After the body, reads are
-  not bounded (waiting for `http.disconnect` is not receiving a request).
+  not bounded (waiting for `http.disconnect` is not receiving a request). A body granian
+  cannot read (broken chunked framing) is a 400 (`MalformedBody`), not a 500.
 - **Request slots.** granian holds at most `WORKER_CONNECTIONS` connections per worker
   (`--backpressure`); a request beyond `WORKER_CONNECTIONS - PROBE_RESERVE` in flight is
   answered 503 at once (`Retry-After: 1`, `Connection: close`) instead of taking one of the
@@ -51,6 +52,12 @@ class RequestBodyTimeout(HTTPException):
     """The body did not arrive within `REQUEST_BODY_TIMEOUT_S` of the headers."""
 
     status_code = 408
+
+
+class MalformedBody(HTTPException):
+    """The server could not read the body (a malformed chunked encoding): a 400, not a 500."""
+
+    status_code = 400
 
 
 class RequestDeadlineMiddleware:
@@ -117,6 +124,13 @@ class RequestDeadlineMiddleware:
                 raise
             finally:
                 deadlines.finish(wait)
+            if message["type"] == "http.disconnect":
+                # granian ends a body whose framing is broken (a chunk size of `zz`) as a
+                # disconnect, which Litestar answers 500: the client's fault, so a 400.
+                raise MalformedBody(
+                    detail="the request body could not be read (malformed or cut short)",
+                    headers={"Connection": "close"},
+                )
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_done = True
             return message

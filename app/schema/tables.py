@@ -100,6 +100,18 @@ refresh_tokens = Table(
     Index("ix_refresh_tokens_user_id", "user_id"),
 )
 
+# A blocker's block: the blocked user cannot start a chat with the blocker nor add them.
+user_blocks = Table(
+    "user_blocks",
+    metadata,
+    Column("blocker_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("blocked_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("blocker_id", "blocked_id"),
+    CheckConstraint("blocker_id <> blocked_id", name="not_self"),
+    Index("ix_user_blocks_blocked_id", "blocked_id"),
+)
+
 # Columns that never leave the database in a record.
 SECRET_COLUMNS = frozenset({"password_hash"})
 

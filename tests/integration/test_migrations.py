@@ -28,7 +28,7 @@ def scratch_url(database: TestDatabase) -> Iterator[str]:
 def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
     upgrade(scratch_url)
     assert fetchval(scratch_url, _TABLES, _NAMES) == 5
-    assert fetchval(scratch_url, "SELECT version_num FROM alembic_version") == "0003"
+    assert fetchval(scratch_url, "SELECT version_num FROM alembic_version") == "0004"
     downgrade(scratch_url, "0002")
     assert fetchval(scratch_url, _TABLES, _NAMES) == 5
     downgrade(scratch_url, "0001")

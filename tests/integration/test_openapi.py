@@ -26,9 +26,10 @@ def document(client: TestClient[Litestar]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def ids(client: TestClient[Litestar], alice: Account) -> dict[str, int]:
-    """The user's own id and a chat of theirs: every path filled in reaches a resource."""
-    return {"user_id": alice.id, "chat_id": create_chat(client, alice)["id"]}
+def ids(client: TestClient[Litestar], alice: Account, bob: Account) -> dict[str, int]:
+    """The user's own id, a chat of theirs and another user: every path filled in reaches a
+    resource."""
+    return {"user_id": alice.id, "chat_id": create_chat(client, alice)["id"], "blocked_id": bob.id}
 
 
 def _walk(node: object) -> Iterator[dict[str, Any]]:
@@ -71,7 +72,7 @@ def test_every_id_cursor_and_limit_is_bounded(document: dict[str, Any]) -> None:
             seen.add(name)
             got = {key: schema.get(key) for key in expected}
             assert got == expected, (method, path, name, schema)
-    assert seen == {"user_id", "chat_id", "limit", "after", "before"}
+    assert seen == {"user_id", "chat_id", "blocked_id", "limit", "after", "before"}
 
 
 def test_body_ids_are_bounded(document: dict[str, Any]) -> None:
@@ -92,8 +93,8 @@ def test_the_routes_without_a_token_are_documented_so(document: dict[str, Any]) 
     empty requirement); every other route has the document's bearer requirement."""
     assert document["security"] == [{"BearerToken": []}]
     for path, method, operation in _operations(document):
-        open_route = (method, path) == ("post", "/users") or path.startswith(
-            ("/auth/", "/health", "/metrics")
+        open_route = (method, path) == ("post", "/users") or (
+            path.startswith(("/auth/", "/health", "/metrics")) and path != "/auth/logout-all"
         )
         assert (operation.get("security") == [{}]) is open_route, (method, path)
 

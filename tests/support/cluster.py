@@ -35,14 +35,21 @@ class TestDatabase:
 
     def env(self, **overrides: str) -> dict[str, str]:
         """The service's settings for this database. Tokens are signed with the suite's key
-        (every worker and process agrees); logins from one address are not limited in
-        practice, as one test client logs many users in (the limit has its own test)."""
+        (every worker and process agrees); logins, registrations, chats and sends from one
+        address or user are not limited in practice, as one test client registers and logs
+        many users in and sends a lot (each limit has its own test)."""
         env = {
             "APP_ENV": "test",
             "DATABASE_URL": self.primary_url,
             "DATABASE_REPLICA_URLS": ",".join(self.replica_urls),
             "AUTH_JWT_KEYS": AUTH_JWT_KEYS,
             "AUTH_LOGIN_LIMIT_PER_ADDRESS": "1000000",
+            "REGISTER_LIMIT_PER_ADDRESS": "1000000",
+            "REGISTER_LIMIT_GLOBAL": "10000000",
+            "REGISTER_HASH_QUEUE": "10000",
+            "LOGIN_HASH_QUEUE": "10000",
+            "CHAT_CREATE_LIMIT": "10000000",
+            "SEND_LIMIT": "10000000",
         }
         env.update(overrides)
         return env

@@ -7,8 +7,8 @@ import pytest
 from app.config import ConfigError, Settings
 
 URL = "postgresql://app:S3cret-Pw@db.internal:5432/messenger"
-KEY = "k1:" + "A" * 43  # 32 bytes, URL-safe base64
-PRODUCTION_AUTH = {"AUTH_JWT_KEYS": KEY, "METRICS_TOKEN": "scrape-S3cret"}
+KEY = "k1:" + "Tm90LWEtcmVhbC1rZXktYnV0LTMyLWRpc3RpbmN0LWJ5dGVz"[:43]  # 32 bytes, base64url
+PRODUCTION_AUTH = {"AUTH_JWT_KEYS": KEY, "METRICS_TOKEN": "scrape-S3cret-0123456789abcdef"}
 
 
 def test_defaults_for_development() -> None:
