@@ -498,11 +498,9 @@ class _Reader:
         if scheme not in _POSTGRES_SCHEMES:
             raise ConfigError(name, f"scheme must be one of {', '.join(_POSTGRES_SCHEMES)}")
         try:
-            hosts = parse_host_list(raw)
+            parse_host_list(raw)  # libpq's grammar (app.dsn), not urlsplit's netloc rules
         except HostListError as error:
             raise ConfigError(name, str(error)) from None
-        if len(hosts.members) == 1:
-            return _validate_url(name, raw, _POSTGRES_SCHEMES)
         return raw
 
     def url_list(self, name: str) -> tuple[str, ...]:
