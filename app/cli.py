@@ -10,9 +10,11 @@ process so that the cluster it started is stopped again after Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -63,14 +65,71 @@ def granian_command(settings: Settings) -> list[str]:
         "--no-ws",
         "--backpressure", str(limits.worker_connections),
         "--http1-header-read-timeout", str(round(limits.header_timeout_s * 1000)),
+        *_http_versions(settings),
         "--workers-kill-timeout", str(_kill_timeout_s(settings)),
         "app.asgi:app",
     ]  # fmt: skip
 
 
+def _http_versions(settings: Settings) -> list[str]:
+    """HTTP/1.1 only (granian's default, `auto`, also takes cleartext HTTP/2 with prior
+    knowledge, which `--http1-header-read-timeout` does not bound), unless `HTTP2_ENABLED`.
+
+    granian has no header or idle timeout for HTTP/2; the nearest bound is its keep-alive
+    ping: sent after half the header timeout, the connection closed when the peer has not
+    answered within the other half. So a peer that sends the preface and SETTINGS and then
+    nothing is dropped within `REQUEST_HEADER_TIMEOUT_S`, as on HTTP/1. Header blocks are
+    bounded like HTTP/1's buffer (granian's HTTP/2 default is 16 MiB).
+    """
+    if not settings.server.http2:
+        return ["--http", "1"]
+    half_s = settings.requests.header_timeout_s / 2
+    return [
+        "--http", "auto",
+        "--http2-keep-alive-interval", str(max(1, round(half_s * 1000))),
+        "--http2-keep-alive-timeout", str(max(1, math.ceil(half_s))),
+        "--http2-max-headers-size", str(HTTP2_MAX_HEADERS_BYTES),
+    ]  # fmt: skip
+
+
+HTTP2_MAX_HEADERS_BYTES = 417_792
+"""granian's HTTP/1 buffer (`--http1-buffer-size`'s default), which bounds HTTP/1 headers."""
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be served now (None: it can).
+
+    granian binds with `SO_REUSEPORT`, so a second server on a port already served would
+    start and silently share its connections. This probe binds without it (with
+    `SO_REUSEADDR`, as servers do, so a closed server's TIME_WAIT connections do not count),
+    which fails while any socket listens there.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError as error:
+        return f"HOST {host!r} does not resolve ({error.strerror or error})"
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return (
+                    f"{host}:{port} is already in use (another `messenger serve`?):"
+                    " stop it, or set PORT"
+                )
+            return f"cannot listen on {host}:{port}: {error.strerror or error}"
+    return None
+
+
 def serve(environ: dict[str, str]) -> int:
     """Validate, prepare the database, then run granian until it exits."""
     settings = _settings(environ)
+    busy = port_in_use(settings.server.host, settings.server.port)
+    if busy is not None:
+        return _fail(busy)
     if not settings.auth.jwt_keys and settings.app_env != "production":
         from app.dev import keys  # development only: production requires AUTH_JWT_KEYS
 

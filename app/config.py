@@ -122,6 +122,11 @@ class ServerSettings:
     """After SIGTERM, readiness fails at once but the worker keeps serving (listener open)
     this long before granian stops accepting: time for a load balancer's health checks to
     take it out of rotation (`DRAIN_DELAY_S`; 0 stops accepting at once)."""
+    http2: bool = False
+    """Also serve cleartext HTTP/2 (prior knowledge) besides HTTP/1.1 (`HTTP2_ENABLED`). Off:
+    an HTTP/2 preface is refused at once. On: granian has no header timeout for HTTP/2, so a
+    connection whose peer does not answer a ping within `REQUEST_HEADER_TIMEOUT_S` is closed
+    (docs/security.md)."""
 
 
 PROBE_RESERVE = 16
@@ -257,6 +262,7 @@ class Settings:
                 workers=reader.integer("WORKERS", 1, minimum=1, maximum=64),
                 shutdown_timeout_s=reader.number("SHUTDOWN_TIMEOUT_S", 10.0, minimum=0.1),
                 drain_delay_s=reader.number("DRAIN_DELAY_S", 0.0, minimum=0.0),
+                http2=reader.boolean("HTTP2_ENABLED", default=False),
             ),
             redis_url=reader.url("REDIS_URL", schemes=("redis", "rediss", "unix")),
             auth=_auth(reader, app_env),

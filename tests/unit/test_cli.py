@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from app.cli import port_in_use
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,3 +51,28 @@ def test_unreachable_database_fails_migrate_in_one_line_without_password() -> No
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Pw-9x8y" not in result.stderr + result.stdout
+
+
+def test_serve_refuses_a_port_already_served_in_one_line() -> None:
+    # A listener as granian makes it (SO_REUSEPORT), which a second granian would share.
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        result = _run("serve", HOST="127.0.0.1", PORT=str(port))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"error: 127.0.0.1:{port} is already in use (another `messenger serve`?):"
+        " stop it, or set PORT"
+    ], result.stderr
+
+
+def test_a_free_port_is_not_in_use_even_with_connections_of_a_closed_server_lingering() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert port_in_use("127.0.0.1", port) is not None
+    assert port_in_use("127.0.0.1", port) is None
