@@ -20,6 +20,7 @@ import sys
 from collections.abc import Mapping
 
 from app.config import ConfigError, Settings
+from app.dsn import parse_host_list
 from app.process.multiproc import multiprocess_dir
 from app.redact import redact_text
 
@@ -136,6 +137,10 @@ def serve(environ: dict[str, str]) -> int:
         environ["AUTH_JWT_KEYS"] = keys.jwt_keys()  # one key for every worker and restart
         settings = _settings(environ)
     started_cluster = False
+    if settings.database.url is not None:
+        unreachable = database_unreachable(settings)
+        if unreachable is not None:
+            return _fail(unreachable)
     if settings.database.url is None:
         from app.dev import local  # development only: production has a DATABASE_URL
         from app.schema.migrate import upgrade
@@ -155,6 +160,73 @@ def serve(environ: dict[str, str]) -> int:
 
         local.stop()
     return code if code >= 0 else 0
+
+
+def database_unreachable(settings: Settings) -> str | None:
+    """Why the database cannot be reached now, in one line (None: a member answered).
+
+    Checked once, here, before granian starts: otherwise every worker finds out on its own,
+    and its error lands among granian's exit lines, once per worker. Each member of
+    `DATABASE_URL` is tried with a real connection (TLS as `DB_SSLMODE` says, credentials
+    checked) for `DB_CONNECT_TIMEOUT_MS`, again every half second for `DB_WAIT_FOR_PRIMARY_S`.
+    Which member is the primary is still the workers' business (`app.db`).
+    """
+    import asyncio
+    import time
+
+    database = settings.database
+    assert database.url is not None
+    members = parse_host_list(database.url).members
+    deadline = time.monotonic() + database.wait_for_primary_s
+    while True:
+        errors = asyncio.run(_connect_each(settings, [member.url for member in members]))
+        if any(error is None for error in errors):
+            return None
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    reasons = "; ".join(
+        f"{member.name}: {redact_text(_reason(error))}"
+        for member, error in zip(members, errors, strict=True)
+        if error is not None
+    )
+    waited = f" after {database.wait_for_primary_s:g} s" if database.wait_for_primary_s else ""
+    return (
+        f"the database is unreachable{waited} ({reasons}): check DATABASE_URL and DB_SSLMODE,"
+        " or set DB_WAIT_FOR_PRIMARY_S to wait for it"
+    )
+
+
+async def _connect_each(settings: Settings, urls: list[str]) -> list[BaseException | None]:
+    import asyncio
+
+    import asyncpg
+
+    from app.schema.migrate import ssl_context
+
+    timeout_s = settings.writer_pool.connect_timeout_s
+    context = ssl_context(settings.database.sslmode)
+
+    async def attempt(url: str) -> BaseException | None:
+        rest = url.partition("://")[2]
+        plain = f"postgresql://{rest.partition('?')[0]}"  # the libpq-only options stay out
+        try:
+            connection = await asyncpg.connect(plain, timeout=timeout_s, ssl=context)
+        except Exception as error:  # any failure is the reason given
+            return error
+        await connection.close(timeout=timeout_s)
+        return None
+
+    return list(await asyncio.gather(*(attempt(url) for url in urls)))
+
+
+def _reason(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    if isinstance(error, TimeoutError):
+        return "TimeoutError: no answer within DB_CONNECT_TIMEOUT_MS"
+    if isinstance(error, OSError) and error.errno is not None:
+        return type(error).__name__  # ConnectionRefusedError says it all
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def migrate(environ: dict[str, str], revision: str) -> int:

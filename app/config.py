@@ -243,6 +243,8 @@ class Settings:
         """Parse and validate the environment; raise `ConfigError` on the first bad value."""
         reader = _Reader(os.environ if environ is None else environ)
         app_env = reader.choice("APP_ENV", _ENVIRONMENTS, "development")
+        if app_env == "production":
+            _require_production_variables(reader)
         return cls(
             app_env=app_env,
             log_level=reader.choice("LOG_LEVEL", _LOG_LEVELS, "info", lower=True),
@@ -279,6 +281,29 @@ class Settings:
                 ),
             ),
         )
+
+
+_PRODUCTION_REQUIRED = {
+    "DATABASE_URL": "DATABASE_URL",
+    "AUTH_JWT_KEYS": "AUTH_JWT_KEYS",
+    "METRICS_TOKEN": "METRICS_TOKEN (or METRICS_PUBLIC=true to serve /metrics to anyone)",
+}
+
+
+def _require_production_variables(reader: _Reader) -> None:
+    """Every variable production requires and lacks, in one error (not one per run)."""
+    missing = [name for name in _PRODUCTION_REQUIRED if reader.secret(name) is None]
+    if "METRICS_TOKEN" in missing and reader.boolean("METRICS_PUBLIC", default=False):
+        missing.remove("METRICS_TOKEN")
+    if not missing:
+        return
+    first, *others = missing
+    problem = "required when APP_ENV=production"
+    if others:
+        problem += f"; so are {', '.join(_PRODUCTION_REQUIRED[name] for name in others)}"
+    elif first == "METRICS_TOKEN":
+        problem += " (or set METRICS_PUBLIC=true to serve /metrics and /health/metrics to anyone)"
+    raise ConfigError(first, problem)
 
 
 def _database(reader: _Reader, app_env: Environment) -> DatabaseSettings:

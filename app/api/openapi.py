@@ -39,6 +39,7 @@ def _assets() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "static"
 
 
+_FAVICON = f"<link rel='icon' type='image/png' href='{STATIC_PATH}/favicon-32x32.png'>"
 _OPERATOR_PREFIXES = ("/health", "/metrics")  # probes and metrics: no session, no token
 
 DESCRIPTION = """\
@@ -100,7 +101,7 @@ def openapi_config() -> OpenAPIConfig:
                 js_url=f"{STATIC_PATH}/swagger-ui-bundle.js",
                 css_url=f"{STATIC_PATH}/swagger-ui.css",
                 standalone_preset_js_url=f"{STATIC_PATH}/swagger-ui-standalone-preset.js",
-                favicon=f"<link rel='icon' type='image/png' href='{STATIC_PATH}/favicon-32x32.png'>",
+                favicon=_FAVICON,
             )
         ],
     )

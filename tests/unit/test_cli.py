@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import port_in_use
+from tests.support.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,3 +77,28 @@ def test_a_free_port_is_not_in_use_even_with_connections_of_a_closed_server_ling
         port = listener.getsockname()[1]
         assert port_in_use("127.0.0.1", port) is not None
     assert port_in_use("127.0.0.1", port) is None
+
+
+def test_an_unreachable_database_is_one_line_before_granian_starts() -> None:
+    port = str(free_port())
+    result = _run(
+        "serve",
+        DATABASE_URL="postgresql://u:Pw-9x8y@127.0.0.1:1,[::1]:2/db",
+        PORT=port,
+        WORKERS="3",
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""  # granian never started: none of its exit lines
+    assert result.stderr.splitlines() == [
+        "error: the database is unreachable (127.0.0.1:1: ConnectionRefusedError;"
+        " [::1]:2: ConnectionRefusedError): check DATABASE_URL and DB_SSLMODE,"
+        " or set DB_WAIT_FOR_PRIMARY_S to wait for it"
+    ]
+
+
+def test_production_names_every_missing_variable_in_one_line() -> None:
+    result = _run("serve", APP_ENV="production", PORT=str(free_port()))
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    for variable in ("DATABASE_URL", "AUTH_JWT_KEYS", "METRICS_TOKEN"):
+        assert variable in line
