@@ -310,11 +310,61 @@ async def _store_password(settings: Settings, username: str, password: str) -> b
         await database.stop()
 
 
+def settings_help() -> str:
+    """Every setting, from the field docstrings of `app.config` (the one place they are
+    written): `VARIABLE  what it does`, grouped as the settings are."""
+    import ast
+    import inspect
+    import itertools
+    import re
+    import textwrap
+
+    import app.config
+
+    group = re.compile(r"\s*\((`[A-Z][A-Z0-9_]{2,}\*?`[^()]*)\)")
+    variable = re.compile(r"`([A-Z][A-Z0-9_]{2,}\*?)`(?:[,;:]\s*)?")
+    lines = ["settings (environment variables; README.md's configuration table has each default):"]
+    tree = ast.parse(inspect.getsource(app.config))
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef) or not node.name.endswith(("Settings", "Limits")):
+            continue
+        entries: list[tuple[str, str]] = []
+        for field, doc in itertools.pairwise(node.body):
+            if not (isinstance(field, ast.AnnAssign) and isinstance(doc, ast.Expr)):
+                continue
+            if not isinstance(doc.value, ast.Constant) or not isinstance(doc.value.value, str):
+                continue
+            text = " ".join(doc.value.value.split())
+            named = group.search(text)
+            if named is None:
+                continue
+            names = variable.findall(named.group(1))
+            rest = variable.sub("", named.group(1)).strip(" ,;")
+            text = text[: named.start()] + (f" ({rest})" if rest else "") + text[named.end() :]
+            entries.append((", ".join(names), text))
+        if not entries:
+            continue
+        summary = " ".join((ast.get_docstring(node) or node.name).split("\n\n")[0].split())
+        lines.append(f"\n{summary}")
+        for listed, text in entries:
+            wrapped = textwrap.wrap(text, 100 - 6)
+            lines.append(f"  {listed}")
+            lines.extend(f"      {line}" for line in wrapped)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="messenger", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="serve the API with granian")
+    sub.add_parser(
+        "serve",
+        help="serve the API with granian",
+        description="Serve the API with granian on HOST:PORT. Without DATABASE_URL (outside"
+        " production) a development cluster is started and migrated first.",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     migrate_parser = sub.add_parser("migrate", help="apply Alembic migrations")
     migrate_parser.add_argument("revision", nargs="?", default="head")
     db = sub.add_parser("db", help="the embedded development cluster")

@@ -102,3 +102,71 @@ def test_production_names_every_missing_variable_in_one_line() -> None:
     (line,) = result.stderr.splitlines()
     for variable in ("DATABASE_URL", "AUTH_JWT_KEYS", "METRICS_TOKEN"):
         assert variable in line
+
+
+def test_the_installed_command_works_outside_uv_run_and_serve_help_lists_the_settings() -> None:
+    """`.venv/bin/messenger` (the console script `uv sync` installs), with no `uv run`."""
+    command = Path(sys.executable).with_name("messenger")
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("UV")}
+    clean.pop("VIRTUAL_ENV", None)
+    top = subprocess.run(
+        [command, "--help"], capture_output=True, text=True, timeout=60, check=True, env=clean
+    )
+    assert "serve" in top.stdout
+    serve = subprocess.run(
+        [command, "serve", "--help"], capture_output=True, text=True, timeout=60, check=True
+    )
+    for variable in (
+        "DATABASE_URL",
+        "DB_POOL_MAX",
+        "HOST",
+        "PORT",
+        "WORKERS",
+        "HTTP2_ENABLED",
+        "REQUEST_HEADER_TIMEOUT_S",
+        "WORKER_CONNECTIONS",
+        "AUTH_JWT_KEYS",
+        "METRICS_TOKEN",
+        "OPENAPI_ENABLED",
+        "APP_ENV",
+        "REDIS_URL",
+        "OTEL_TRACES_EXPORTER",
+    ):
+        assert f"\n  {variable}" in serve.stdout, variable
+    assert "Address to listen on." in serve.stdout  # the field's docstring
+
+
+def test_litestars_own_command_line_finds_the_app_without_a_database() -> None:
+    litestar = Path(sys.executable).with_name("litestar")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_", "AUTH_"))}
+    routes = subprocess.run(
+        [litestar, "routes"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean,
+        check=False,
+    )
+    assert routes.returncode == 0, routes.stderr
+    assert "/chats/{chat_id" in routes.stdout
+    assert "list_messages" in routes.stdout or "messages" in routes.stdout
+    schema = subprocess.run(
+        [
+            litestar,
+            "--app",
+            "app.tooling:create_app",
+            "schema",
+            "openapi",
+            "--output",
+            "/dev/stdout",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean,
+        check=False,
+    )
+    assert schema.returncode == 0, schema.stderr
+    assert '"X-Consistency-Token"' in schema.stdout
