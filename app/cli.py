@@ -1,5 +1,5 @@
 """Command line (`messenger`, or `python -m app`): `serve`, `migrate`, `db up|down|env|
-failover|rejoin`.
+failover|rejoin|destroy`, `user set-password`.
 
 `serve` validates the settings before anything starts (a bad value stops the process with
 one line naming the variable), starts the development cluster when there is no
@@ -249,10 +249,34 @@ def migrate(environ: dict[str, str], revision: str) -> int:
     return 0
 
 
-def database(action: str) -> int:
-    """`db up|down|env`: the development cluster."""
+def destroy_cluster(*, yes: bool) -> int:
+    """`db destroy`: stop the development cluster and delete its data wherever it lives
+    (as root, outside the checkout too), after a confirmation or with `--yes`."""
     from app.dev import local
 
+    paths = local.cluster_paths()
+    if not paths:
+        print(f"nothing to destroy: no embedded cluster under {local.CLUSTER_DIR}", file=sys.stderr)
+        return 0
+    listing = ", ".join(str(path) for path in paths)
+    if not yes:
+        if not sys.stdin.isatty():
+            return _fail(f"`db destroy` deletes {listing}; confirm with --yes")
+        answer = input(f"stop the embedded cluster and delete {listing}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted", file=sys.stderr)
+            return 1
+    local.destroy()
+    print(f"embedded PostgreSQL destroyed: deleted {listing}", file=sys.stderr)
+    return 0
+
+
+def database(action: str, *, yes: bool = False) -> int:
+    """`db up|down|env|failover|rejoin|destroy`: the development cluster."""
+    from app.dev import local
+
+    if action == "destroy":
+        return destroy_cluster(yes=yes)
     if action == "up":
         local.start()
         print(local.env_text(), end="")
@@ -368,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     migrate_parser = sub.add_parser("migrate", help="apply Alembic migrations")
     migrate_parser.add_argument("revision", nargs="?", default="head")
     db = sub.add_parser("db", help="the embedded development cluster")
-    db.add_argument("action", choices=["up", "down", "env", "failover", "rejoin"])
+    db.add_argument("action", choices=["up", "down", "env", "failover", "rejoin", "destroy"])
+    db.add_argument("--yes", action="store_true", help="destroy: do not ask for confirmation")
     user = sub.add_parser("user", help="accounts: set a password (read from standard input)")
     user.add_argument("action", choices=["set-password"])
     user.add_argument("username")
@@ -381,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             return migrate(environ, args.revision)
         if args.command == "user":
             return set_password(environ, args.username)
-        return database(args.action)
+        return database(args.action, yes=args.yes)
     except ConfigError as error:
         return _fail(str(error))
     except Exception as error:  # one clear line, never a traceback with a DSN in it

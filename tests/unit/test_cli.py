@@ -170,3 +170,21 @@ def test_litestars_own_command_line_finds_the_app_without_a_database() -> None:
     )
     assert schema.returncode == 0, schema.stderr
     assert '"X-Consistency-Token"' in schema.stdout
+
+
+def test_db_destroy_asks_for_yes_then_deletes_the_cluster(tmp_path: Path) -> None:
+    cluster = tmp_path / "pg"
+    (cluster / "primary").mkdir(parents=True)
+    (cluster / "primary" / "postgresql.conf").write_text("# a stand-in\n")
+    (tmp_path / "postgres.env").write_text("DATABASE_URL=...\n")
+    refused = _run("db", "destroy", APP_DATA_DIR=str(tmp_path))
+    assert refused.returncode == 2
+    assert "confirm with --yes" in refused.stderr
+    assert cluster.exists()
+    done = _run("db", "destroy", "--yes", APP_DATA_DIR=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert not cluster.exists()
+    assert not (tmp_path / "postgres.env").exists()
+    again = _run("db", "destroy", "--yes", APP_DATA_DIR=str(tmp_path))
+    assert again.returncode == 0
+    assert "nothing to destroy" in again.stderr
