@@ -17,7 +17,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 
 from app.config import ConfigError, Settings
 from app.dsn import parse_host_list
@@ -125,8 +126,54 @@ def port_in_use(host: str, port: int) -> str | None:
     return None
 
 
+@contextmanager
+def terminal_foreground() -> Iterator[None]:
+    """Take the terminal's foreground for this process group while serving.
+
+    Ctrl-C signals the terminal's whole foreground group. Under `just run` (or `uv run`) that
+    group holds the runner too, which then reports `error: interrupted by SIGINT` and exits
+    130 however cleanly the service stopped. In a group of its own in the foreground, Ctrl-C
+    reaches only this process and granian (its child); the runner sees a plain exit 0. The
+    foreground goes back to the runner's group afterwards. Nothing changes without a
+    terminal, in the background, or when this process already leads its group (started by
+    an interactive shell).
+    """
+    try:
+        terminal = sys.stdin.fileno()
+        runner_group = os.tcgetpgrp(terminal)
+    except (OSError, ValueError):
+        yield
+        return
+    if runner_group != os.getpgrp() or os.getpgrp() == os.getpid():
+        yield
+        return
+    with _quiet_sigttou():
+        os.setpgid(0, 0)
+        os.tcsetpgrp(terminal, os.getpgrp())
+    try:
+        yield
+    finally:
+        with _quiet_sigttou(), suppress(OSError):
+            os.tcsetpgrp(terminal, runner_group)
+
+
+@contextmanager
+def _quiet_sigttou() -> Iterator[None]:
+    """Changing the foreground from a background group raises SIGTTOU (which would stop us)."""
+    previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTTOU, previous)
+
+
 def serve(environ: dict[str, str]) -> int:
     """Validate, prepare the database, then run granian until it exits."""
+    with terminal_foreground():
+        return _serve(environ)
+
+
+def _serve(environ: dict[str, str]) -> int:
     settings = _settings(environ)
     busy = port_in_use(settings.server.host, settings.server.port)
     if busy is not None:
