@@ -136,7 +136,7 @@ def terminal_foreground() -> Iterator[None]:
     reaches only this process and granian (its child); the runner sees a plain exit 0. The
     foreground goes back to the runner's group afterwards. Nothing changes without a
     terminal, in the background, or when this process already leads its group (started by
-    an interactive shell).
+    an interactive shell). Ctrl-Z is ignored meanwhile (below).
     """
     try:
         terminal = sys.stdin.fileno()
@@ -150,9 +150,13 @@ def terminal_foreground() -> Iterator[None]:
     with _quiet_sigttou():
         os.setpgid(0, 0)
         os.tcsetpgrp(terminal, os.getpgrp())
+    # Ctrl-Z would stop this group while the runner's shell waits on its own: the terminal
+    # would hang. Ignored here (and so in granian, which inherits it): Ctrl-C stops a run.
+    suspend = signal.signal(signal.SIGTSTP, signal.SIG_IGN)
     try:
         yield
     finally:
+        signal.signal(signal.SIGTSTP, suspend)
         with _quiet_sigttou(), suppress(OSError):
             os.tcsetpgrp(terminal, runner_group)
 
