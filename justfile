@@ -13,9 +13,23 @@ default:
 sync:
     uv sync --locked --compile-bytecode --quiet
 
+# Install the runtime and the development cluster only (no test or lint tools); `--inexact`
+# keeps what `just sync` added, so `just run` and `just test` do not undo each other.
+[private]
+sync-run:
+    uv sync --locked --inexact --no-dev --group cluster --compile-bytecode --quiet
+
 # Serve the API on http://127.0.0.1:8000 (embedded PostgreSQL primary + replica when DATABASE_URL is unset)
-run: sync
-    uv run --locked messenger serve
+run: sync-run
+    exec uv run --no-sync messenger serve
+
+# The command line, installed in .venv (also `.venv/bin/messenger ...`): `just messenger --help`
+messenger *ARGS: sync-run
+    exec uv run --no-sync messenger {{ARGS}}
+
+# Litestar's own command line on this app: `just litestar routes`, `just litestar schema openapi`
+litestar *ARGS: sync-run
+    LITESTAR_APP=app.tooling:create_app exec uv run --no-sync litestar {{ARGS}}
 
 # The fast suite: tests/unit, tests/integration and the fault tests not marked slow
 test *ARGS: sync
@@ -39,24 +53,28 @@ fmt: sync
     uv run --locked ruff format app tests
 
 # Apply migrations to DATABASE_URL (the embedded primary when unset)
-migrate REVISION="head": sync
-    uv run --locked messenger migrate {{REVISION}}
+migrate REVISION="head": sync-run
+    uv run --no-sync messenger migrate {{REVISION}}
 
 # Start the embedded cluster and print its URLs (it keeps running)
-db-up: sync
-    uv run --locked messenger db up
+db-up: sync-run
+    uv run --no-sync messenger db up
 
 # Stop the embedded cluster
-db-down: sync
-    uv run --locked messenger db down
+db-down: sync-run
+    uv run --no-sync messenger db down
+
+# Stop the embedded cluster and delete its data wherever it lives (as root: /var/lib/messenger-pg/clusters/ too); asks first unless --yes
+db-destroy *ARGS: sync-run
+    uv run --no-sync messenger db destroy {{ARGS}}
 
 # Switch the embedded cluster over: stop its primary (fast) and promote a standby
-db-failover: sync
-    uv run --locked messenger db failover
+db-failover: sync-run
+    uv run --no-sync messenger db failover
 
 # Rebuild the embedded cluster's old primary as a standby of the new one
-db-rejoin: sync
-    uv run --locked messenger db rejoin
+db-rejoin: sync-run
+    uv run --no-sync messenger db rejoin
 
 # Two instances (WORKERS=2 each) on the embedded cluster behind HAProxy (deploy/haproxy/) on :8080; `kill -HUP` the runner for a rolling restart
 fleet: sync fleet-haproxy

@@ -124,6 +124,11 @@ class ServerSettings:
     """After SIGTERM, readiness fails at once but the worker keeps serving (listener open)
     this long before granian stops accepting: time for a load balancer's health checks to
     take it out of rotation (`DRAIN_DELAY_S`; 0 stops accepting at once)."""
+    http2: bool = False
+    """Also serve cleartext HTTP/2 (prior knowledge) besides HTTP/1.1 (`HTTP2_ENABLED`). Off:
+    an HTTP/2 preface is refused at once. On: granian has no header timeout for HTTP/2, so a
+    connection whose peer does not answer a ping within `REQUEST_HEADER_TIMEOUT_S` is closed
+    (docs/security.md)."""
 
 
 PROBE_RESERVE = 16
@@ -278,6 +283,8 @@ class Settings:
         """Parse and validate the environment; raise `ConfigError` on the first bad value."""
         reader = _Reader(os.environ if environ is None else environ)
         app_env = reader.choice("APP_ENV", _ENVIRONMENTS, "development")
+        if app_env == "production":
+            _require_production_variables(reader)
         return cls(
             app_env=app_env,
             log_level=reader.choice("LOG_LEVEL", _LOG_LEVELS, "info", lower=True),
@@ -297,6 +304,7 @@ class Settings:
                 workers=reader.integer("WORKERS", 1, minimum=1, maximum=64),
                 shutdown_timeout_s=reader.number("SHUTDOWN_TIMEOUT_S", 10.0, minimum=0.1),
                 drain_delay_s=reader.number("DRAIN_DELAY_S", 0.0, minimum=0.0),
+                http2=reader.boolean("HTTP2_ENABLED", default=False),
             ),
             redis_url=_redis_url(reader),
             auth=_auth(reader, app_env),
@@ -314,6 +322,29 @@ class Settings:
                 ),
             ),
         )
+
+
+_PRODUCTION_REQUIRED = {
+    "DATABASE_URL": "DATABASE_URL",
+    "AUTH_JWT_KEYS": "AUTH_JWT_KEYS",
+    "METRICS_TOKEN": "METRICS_TOKEN (or METRICS_PUBLIC=true to serve /metrics to anyone)",
+}
+
+
+def _require_production_variables(reader: _Reader) -> None:
+    """Every variable production requires and lacks, in one error (not one per run)."""
+    missing = [name for name in _PRODUCTION_REQUIRED if reader.secret(name) is None]
+    if "METRICS_TOKEN" in missing and reader.boolean("METRICS_PUBLIC", default=False):
+        missing.remove("METRICS_TOKEN")
+    if not missing:
+        return
+    first, *others = missing
+    problem = "required when APP_ENV=production"
+    if others:
+        problem += f"; so are {', '.join(_PRODUCTION_REQUIRED[name] for name in others)}"
+    elif first == "METRICS_TOKEN":
+        problem += " (or set METRICS_PUBLIC=true to serve /metrics and /health/metrics to anyone)"
+    raise ConfigError(first, problem)
 
 
 def _database(reader: _Reader, app_env: Environment) -> DatabaseSettings:
@@ -613,11 +644,9 @@ class _Reader:
         if scheme not in _POSTGRES_SCHEMES:
             raise ConfigError(name, f"scheme must be one of {', '.join(_POSTGRES_SCHEMES)}")
         try:
-            hosts = parse_host_list(raw)
+            parse_host_list(raw)  # libpq's grammar (app.dsn), not urlsplit's netloc rules
         except HostListError as error:
             raise ConfigError(name, str(error)) from None
-        if len(hosts.members) == 1:
-            return _validate_url(name, raw, _POSTGRES_SCHEMES)
         return raw
 
     def url_list(self, name: str) -> tuple[str, ...]:

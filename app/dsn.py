@@ -13,12 +13,14 @@ wrong, never the value (it may hold a password).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+import re
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
 
 DEFAULT_PORT = 5432
 # Options that choose among hosts: consumed here, never passed on to a member's URL.
 _HOST_OPTIONS = frozenset({"host", "hostaddr", "port", "target_session_attrs"})
+_ESCAPES = re.compile(r"(?:[^%]|%[0-9A-Fa-f]{2})*")
 TARGET_SESSION_ATTRS = ("any", "read-write", "primary", "read-only", "standby", "prefer-standby")
 
 
@@ -52,42 +54,114 @@ class HostList:
     """In the order the URL names them."""
     target_session_attrs: str
     """libpq's `target_session_attrs` (`any` when absent)."""
+    user: str | None = None
+    """The user name, percent-decoded (None when the URL names none)."""
+    password: str | None = field(default=None, repr=False)
+    """The password, percent-decoded (None when the URL has none)."""
 
 
 def parse_host_list(url: str) -> HostList:
     """Split `url` into its members; one member for an ordinary single-host URL."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        raise HostListError("is not a valid URL") from None
-    userinfo, at, hostlist = parts.netloc.rpartition("@")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    hosts = _split_netloc_hosts(hostlist)
+    parts = _split_uri(url)
+    query = _parse_query(parts.query)
+    hosts = _split_netloc_hosts(parts.hostspec)
     hosts += [
         _host_port(item) for key, value in query if key == "host" for item in _split_query(value)
     ]
     ports = [item for key, value in query if key == "port" for item in _split_query(value)]
     endpoints = _endpoints(hosts, ports)
     attrs = _target_session_attrs(query)
-    kept = urlencode([(key, value) for key, value in query if key not in _HOST_OPTIONS])
-    prefix = f"{userinfo}{at}" if at else ""
+    kept = _encode_query([(key, value) for key, value in query if key not in _HOST_OPTIONS])
+    prefix = f"{parts.userinfo}@" if parts.userinfo is not None else ""
+    suffix = f"?{kept}" if kept else ""
     members = tuple(
         Member(
-            host,
-            port,
-            urlunsplit(
-                (parts.scheme, f"{prefix}{_netloc_host(host)}:{port}", parts.path, kept, "")
-            ),
+            host, port, f"{parts.scheme}://{prefix}{_netloc_host(host)}:{port}{parts.path}{suffix}"
         )
         for host, port in endpoints
     )
-    return HostList(members, attrs)
+    user, password = _credentials(parts.userinfo)
+    return HostList(members, attrs, user, password)
+
+
+@dataclass(frozen=True, slots=True)
+class _UriParts:
+    scheme: str
+    userinfo: str | None
+    hostspec: str
+    path: str
+    query: str
+
+
+def _split_uri(url: str) -> _UriParts:
+    """libpq's URI grammar, `scheme://[userspec@][hostspec][/dbname][?paramspec]`.
+
+    Unlike `urllib.parse.urlsplit`, nothing here reads the host list as one RFC 3986
+    authority: `h1:5432,[::1]:5433` is a list whose members are split on commas, and an IPv6
+    member in brackets may stand anywhere in it (some distributions' `urlsplit`, Debian's
+    3.11 among them, refuse a bracket that is not first). The authority ends at the first `/`
+    or `?`; the userspec at its last `@` (libpq requires a literal `@`, `/` or `?` in a user
+    name or password to be percent-encoded; a literal `@` is tolerated here). `#` has no
+    meaning to libpq and none here.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator or not scheme or not scheme.replace("+", "").replace("-", "").isalnum():
+        raise HostListError("is not a valid URL")
+    if any(character.isspace() for character in url):
+        raise HostListError("is not a valid URL (it contains white space)")
+    end = len(rest)
+    for delimiter in "/?":
+        index = rest.find(delimiter)
+        if index != -1:
+            end = min(end, index)
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, hostspec = authority.rpartition("@")
+    path, question, query = tail.partition("?")
+    return _UriParts(scheme, userinfo if at else None, hostspec, path, query if question else "")
+
+
+def _parse_query(query: str) -> list[tuple[str, str]]:
+    """`key=value&...`, percent-decoded as libpq does (`+` stays a plus sign)."""
+    pairs: list[tuple[str, str]] = []
+    for item in query.split("&"):
+        if not item:
+            continue
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise HostListError("has a query parameter that is not key=value")
+        pairs.append((_decode(key), _decode(value)))
+    return pairs
+
+
+def _encode_query(pairs: list[tuple[str, str]]) -> str:
+    return "&".join(f"{quote(key, safe='')}={quote(value, safe='/:,')}" for key, value in pairs)
+
+
+def _credentials(userinfo: str | None) -> tuple[str | None, str | None]:
+    if userinfo is None:
+        return None, None
+    user, colon, password = userinfo.partition(":")
+    return (_decode(user) or None), (_decode(password) if colon else None)
+
+
+def _decode(text: str) -> str:
+    """Percent-decoding that refuses a malformed escape, as libpq does."""
+    if "%" in text and not _ESCAPES.fullmatch(text):
+        raise HostListError("has a malformed percent-escape")
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise HostListError("has a percent-escape that is not UTF-8") from None
 
 
 def _split_netloc_hosts(hostlist: str) -> list[tuple[str, int | None]]:
     if not hostlist:
         return []
-    return [_host_port(item) for item in hostlist.split(",") if item or _fail("an empty host")]
+    return [
+        _host_port(item, in_netloc=True)
+        for item in hostlist.split(",")
+        if item or _fail("an empty host")
+    ]
 
 
 def _split_query(value: str) -> list[str]:
@@ -112,22 +186,28 @@ def _endpoints(hosts: list[tuple[str, int | None]], ports: list[str]) -> list[tu
     return endpoints
 
 
-def _host_port(item: str) -> tuple[str, int | None]:
-    """`h`, `h:5432`, `[::1]`, `[::1]:5432`, or a bare query-form host."""
+def _host_port(item: str, *, in_netloc: bool = False) -> tuple[str, int | None]:
+    """`h`, `h:5432`, `[::1]`, `[::1]:5432`, or a bare query-form host (`::1` too).
+
+    A netloc member is percent-decoded here, after the list was split on commas (a query
+    value was decoded whole); an IPv6 address there needs its brackets, as in libpq.
+    """
     item = item.strip()
     if not item:
         _fail("an empty host")
     if item.startswith("["):
         host, bracket, rest = item[1:].partition("]")
-        if not bracket or not host:
+        if not bracket or not host or (rest and not rest.startswith(":")):
             _fail("a malformed IPv6 host")
-        return host, _port(rest[1:]) if rest.startswith(":") else None
+        return host, _port(rest[1:]) if rest else None
     if item.count(":") == 1:
         host, _, port = item.partition(":")
         if not host:
             _fail("an empty host")
-        return host, _port(port)
-    return item, None
+        return (_decode(host) if in_netloc else host), _port(port)
+    if in_netloc and ":" in item:
+        _fail("an IPv6 host without brackets")
+    return (_decode(item) if in_netloc else item), None
 
 
 def _port(text: str) -> int:
@@ -148,7 +228,9 @@ def _target_session_attrs(query: list[tuple[str, str]]) -> str:
 
 
 def _netloc_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+    """The host as a URL writes it: an IPv6 address in brackets, a socket directory
+    percent-encoded."""
+    return f"[{host}]" if ":" in host else quote(host, safe="")
 
 
 def _fail(what: str) -> bool:

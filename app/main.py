@@ -11,13 +11,12 @@ import structlog
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from app.api.auth import AuthController, Authentication, SessionsController, development_keys
 from app.api.chats import ChatController
 from app.api.consistency import add_consistency_token
 from app.api.dependencies import DEPENDENCIES
+from app.api.openapi import finish_document, openapi_config, swagger_assets
 from app.api.problems import EXCEPTION_HANDLERS
 from app.api.schemas import StrictBodySchemas
 from app.api.users import UserController
@@ -61,7 +60,8 @@ def create_app(settings: Settings) -> Litestar:
         shutdown_timeout_s=settings.server.shutdown_timeout_s,
         drain_delay_s=settings.server.drain_delay_s,
     )
-    return Litestar(
+    openapi = settings.auth.openapi_enabled
+    app = Litestar(
         route_handlers=[
             AuthController,
             SessionsController,
@@ -69,6 +69,7 @@ def create_app(settings: Settings) -> Litestar:
             ChatController,
             HealthController,
             MetricsController,
+            *([swagger_assets()] if openapi else []),
         ],
         middleware=[
             DefineMiddleware(HttpMetricsMiddleware, lifecycle=lifecycle),
@@ -93,17 +94,13 @@ def create_app(settings: Settings) -> Litestar:
             }
         ),
         request_max_body_size=REQUEST_MAX_BODY_BYTES,
-        openapi_config=OpenAPIConfig(
-            title="Messenger API",
-            version="1.0.0",
-            path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
-        )
-        if settings.auth.openapi_enabled
-        else None,
+        openapi_config=openapi_config() if openapi else None,
         logging_config=None,  # app.logging routes the standard library's logging itself
         debug=False,
     )
+    if openapi:
+        finish_document(app)
+    return app
 
 
 def _auth_settings(settings: Settings) -> AuthSettings:

@@ -36,6 +36,20 @@ def stop() -> None:
     print("embedded PostgreSQL stopped", file=sys.stderr)
 
 
+def cluster_paths() -> list[Path]:
+    """Where the cluster keeps anything: `.data/pg`, and as root its data directories under
+    `/var/lib/messenger-pg/clusters/` (outside the checkout); those that exist."""
+    cluster = EmbeddedCluster(CLUSTER_DIR, replicas=1)
+    paths = dict.fromkeys([cluster.root, cluster.data_root, ENV_FILE])
+    return [path for path in paths if path.exists()]
+
+
+def destroy() -> None:
+    """Stop every server of the cluster at once and delete its data wherever it lives."""
+    EmbeddedCluster(CLUSTER_DIR, replicas=1).destroy()
+    ENV_FILE.unlink(missing_ok=True)
+
+
 def env_text() -> str:
     """The env file of the last start ('' before the first), its password masked: printed
     to a terminal (and CI logs), it says where the whole file is instead."""

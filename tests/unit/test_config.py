@@ -158,3 +158,16 @@ def test_bad_signing_keys_are_refused_without_echoing_them(raw: str) -> None:
         Settings.from_env({"AUTH_JWT_KEYS": raw})
     assert caught.value.variable == "AUTH_JWT_KEYS"
     assert "S3cret" not in str(caught.value)
+
+
+def test_production_names_every_missing_variable_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"APP_ENV": "production"})
+    message = str(caught.value)
+    assert message.startswith("DATABASE_URL: required when APP_ENV=production; so are ")
+    assert "AUTH_JWT_KEYS" in message
+    assert "METRICS_TOKEN" in message
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"APP_ENV": "production", "METRICS_PUBLIC": "true"})
+    assert "AUTH_JWT_KEYS" in str(caught.value)
+    assert "METRICS_TOKEN" not in str(caught.value)

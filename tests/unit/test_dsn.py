@@ -86,3 +86,69 @@ def test_a_host_list_and_replica_urls_do_not_mix() -> None:
             {"DATABASE_URL": "postgresql://u@a,b/db", "DATABASE_REPLICA_URLS": "postgresql://c/db"}
         )
     assert caught.value.variable == "DATABASE_REPLICA_URLS"
+
+
+def test_an_ipv6_member_may_stand_anywhere_in_the_list() -> None:
+    # Debian's Python 3.11 `urlsplit` refuses this URL (a bracket not first in the netloc);
+    # libpq, and so the service, accept it.
+    url = "postgresql://app:pw@127.0.0.1:8409,[::1]:8409/messenger"
+    hosts = parse_host_list(url)
+    assert [member.name for member in hosts.members] == ["127.0.0.1:8409", "[::1]:8409"]
+    assert hosts.members[1].url == "postgresql://app:pw@[::1]:8409/messenger"
+    database = Settings.from_env({"DATABASE_URL": url}).database
+    assert [member.host for member in database.members] == ["127.0.0.1", "::1"]
+
+
+@pytest.mark.parametrize(
+    ("url", "names"),
+    [
+        ("postgresql://u@h1,[fe80::1],h3:7/db", ["h1:5432", "[fe80::1]:5432", "h3:7"]),
+        ("postgresql://u@[::1]:1,[::2]:2,[::3]/db", ["[::1]:1", "[::2]:2", "[::3]:5432"]),
+        ("postgresql://u@h1,[::1]/db?port=6000", ["h1:6000", "[::1]:6000"]),
+        ("postgresql://u@/db?host=h1,::1&port=1,2", ["h1:1", "[::1]:2"]),
+        ("postgresql://u@/db?host=h1%2C%3A%3A1&port=1,2", ["h1:1", "[::1]:2"]),
+        ("postgres://u@h%2Dx:5/db", ["h-x:5"]),
+        ("postgresql://[::1]", ["[::1]:5432"]),
+    ],
+)
+def test_libpq_host_lists(url: str, names: list[str]) -> None:
+    assert [member.name for member in parse_host_list(url).members] == names
+
+
+def test_user_and_password_are_percent_decoded_and_kept_encoded_in_member_urls() -> None:
+    hosts = parse_host_list(
+        "postgresql://us%40er:p%40ss%2Fw%3Ard@h1,[::1]/db?application_name=a%20b"
+    )
+    assert (hosts.user, hosts.password) == ("us@er", "p@ss/w:rd")
+    assert hosts.members[1].url == (
+        "postgresql://us%40er:p%40ss%2Fw%3Ard@[::1]:5432/db?application_name=a%20b"
+    )
+    assert "p@ss" not in repr(hosts)
+    assert parse_host_list("postgresql://h/db").user is None
+
+
+def test_a_password_may_hold_a_question_mark_or_hash_when_encoded() -> None:
+    hosts = parse_host_list("postgresql://u:a%3Fb%23c@h/db")
+    assert hosts.password == "a?b#c"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql://app:S3cret-Pw@h1,[::1/db", "malformed IPv6"),
+        ("postgresql://app:S3cret-Pw@h1,[::1]x/db", "malformed IPv6"),
+        ("postgresql://app:S3cret-Pw@h1,::1/db", "IPv6 host without brackets"),
+        ("postgresql://app:S3cret-Pw@h1,[]:5/db", "malformed IPv6"),
+        ("postgresql://app:S3cret-Pw@h1,[::1]:0/db", "port"),
+        ("postgresql://app:S3cret-Pw@h1:65536/db", "port"),
+        ("postgresql://app:S3cret-Pw@h%zz/db", "percent-escape"),
+        ("postgresql://app:S3cret-Pw@h/db?sslmode", "key=value"),
+        ("postgresql//app:S3cret-Pw@h/db", "not a valid URL"),
+        ("postgresql://app:S3cret-Pw@h /db", "not a valid URL"),
+    ],
+)
+def test_malformed_libpq_urls_say_why_without_the_url(url: str, problem: str) -> None:
+    with pytest.raises(HostListError) as caught:
+        parse_host_list(url)
+    assert problem in str(caught.value)
+    assert "S3cret-Pw" not in str(caught.value)

@@ -52,6 +52,22 @@ def test_granian_gets_backpressure_and_header_timeout_per_worker() -> None:
     assert _flag(command, "--http1-header-read-timeout") == "7000"
 
 
+def test_granian_serves_http1_only_unless_http2_is_enabled() -> None:
+    command = granian_command(Settings.from_env({}))
+    assert _flag(command, "--http") == "1"  # granian's default, auto, takes cleartext h2
+    assert not [flag for flag in command if flag.startswith("--http2-")]
+
+
+def test_http2_when_enabled_is_bounded_like_http1_headers() -> None:
+    settings = Settings.from_env({"HTTP2_ENABLED": "true", "REQUEST_HEADER_TIMEOUT_S": "7"})
+    command = granian_command(settings)
+    assert _flag(command, "--http") == "auto"
+    # a ping after 3.5 s, unanswered for 4 s more: closed within the header timeout (+0.5 s)
+    assert _flag(command, "--http2-keep-alive-interval") == "3500"
+    assert _flag(command, "--http2-keep-alive-timeout") == "4"
+    assert int(_flag(command, "--http2-max-headers-size")) <= 417_792
+
+
 def test_the_kill_timeout_leaves_room_for_a_slow_body_or_slow_headers() -> None:
     # body 5 + pool wait 2 + statement 5, then shutdown 10, + 1
     assert _kill_timeout_s(Settings.from_env({})) == 23
