@@ -18,11 +18,13 @@ from app.api.auth import AuthController, Authentication, development_keys
 from app.api.chats import ChatController
 from app.api.consistency import add_consistency_token
 from app.api.dependencies import DEPENDENCIES
+from app.api.events import EventController
 from app.api.problems import EXCEPTION_HANDLERS
 from app.api.schemas import StrictBodySchemas
 from app.api.users import UserController
 from app.config import AuthSettings, Settings
 from app.db.database import Database
+from app.events.hub import Hub
 from app.logging import configure_logging
 from app.ops.health import HealthController
 from app.ops.http_metrics import HttpMetricsMiddleware
@@ -30,7 +32,7 @@ from app.ops.prometheus import MetricsController, MetricsFiles
 from app.ops.readiness import Readiness
 from app.ops.request_deadline import RequestDeadlineMiddleware
 from app.ops.tracing import Tracing
-from app.process.lifecycle import Lifecycle
+from app.process.lifecycle import Lifecycle, Phase
 
 REQUEST_MAX_BODY_BYTES = 64 * 1024
 
@@ -44,9 +46,18 @@ def create_app(settings: Settings) -> Litestar:
     readiness = Readiness(database)
     authentication = Authentication(_auth_settings(settings), settings.redis_url)
     tracing = Tracing(settings.tracing)  # off unless OTEL_* variables ask for it
+    # The event hub ends its streams as soon as draining begins (granian waits for them).
+    events = Hub(settings, database, draining=lambda: lifecycle.phase is Phase.DRAINING)
     lifecycle = Lifecycle(
         # Started in this order, stopped in the reverse one.
-        [tracing, MetricsFiles(settings.server.workers), database, readiness, authentication],
+        [
+            tracing,
+            MetricsFiles(settings.server.workers),
+            database,
+            readiness,
+            authentication,
+            events,
+        ],
         shutdown_timeout_s=settings.server.shutdown_timeout_s,
         drain_delay_s=settings.server.drain_delay_s,
     )
@@ -55,6 +66,7 @@ def create_app(settings: Settings) -> Litestar:
             AuthController,
             UserController,
             ChatController,
+            *([EventController] if settings.events.enabled else []),
             HealthController,
             MetricsController,
         ],
@@ -78,6 +90,7 @@ def create_app(settings: Settings) -> Litestar:
                 "database": database,
                 "readiness": readiness,
                 "authentication": authentication,
+                "events": events,
             }
         ),
         request_max_body_size=REQUEST_MAX_BODY_BYTES,

@@ -5,16 +5,19 @@ from __future__ import annotations
 from app.db.connection import Connection, Query, Scalar
 from app.db.session import DbSession
 from app.domain.errors import NotFoundError
+from app.domain.notify import notify_from
 from app.domain.records import Chat, ChatPage
+from app.schema.tables import XID_DEFAULT
 
 # A chat record is the chats row with its member ids (ascending) before `created_at`.
 _MEMBERS_OF_C = "ARRAY(SELECT user_id FROM chat_members WHERE chat_id = c.id ORDER BY user_id)"
 _CHAT_COLUMNS = f"c.id, c.title, {_MEMBERS_OF_C}, c.created_at"
 
-# One statement, atomic on its own: the chat is inserted only when every member exists.
+# One statement, atomic on its own: the chat is inserted only when every member exists; the
+# new memberships wake the event streams (`app.domain.notify`).
 # $1 title, $2 distinct member ids, $3 their count.
 _CREATE = Query(
-    "WITH found AS ("
+    "WITH found AS ("  # noqa: S608 - constants only
     "  SELECT id FROM users WHERE id = ANY($2::bigint[])"
     "), c AS ("
     "  INSERT INTO chats (title) SELECT $1::text"
@@ -24,7 +27,8 @@ _CREATE = Query(
     "  INSERT INTO chat_members (chat_id, user_id) SELECT c.id, found.id FROM c, found"
     "  RETURNING user_id"
     ")"
-    " SELECT c.id, c.title, ARRAY(SELECT user_id FROM m ORDER BY user_id), c.created_at FROM c",
+    " SELECT c.id, c.title, ARRAY(SELECT user_id FROM m ORDER BY user_id), c.created_at FROM c"
+    f" {notify_from(XID_DEFAULT)}",
     Chat,
 )
 _UNKNOWN_USERS = Scalar(
