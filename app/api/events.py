@@ -190,7 +190,7 @@ async def _begin(
         )
         return
     cursor.position = after
-    yield ServerSentEventMessage(comment="resuming", retry=retry_ms)
+    yield ServerSentEventMessage(data=None, comment="resuming", retry=retry_ms)
     while cursor.position.xid < start.xmin and stream.ending is None:
         rows = await hub.source.catch_up(stream.user_id, cursor.position, start, CATCH_UP_BATCH)
         for row in rows:
@@ -228,7 +228,7 @@ async def _live(
             async with asyncio.timeout(min(heartbeat_s, left_s)):
                 await stream.wake.wait()
         if not queue and not stream.wake.is_set() and stream.ending is None:
-            yield ServerSentEventMessage(comment="keep-alive")
+            yield ServerSentEventMessage(data=None, comment="keep-alive")
 
 
 def _kind(row: EventRow) -> str:
