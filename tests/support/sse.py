@@ -11,6 +11,7 @@ import contextlib
 import json
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -115,3 +116,82 @@ def _event(fields: dict[str, str]) -> Event:
         data=fields.get("data", ""),
         retry=int(retry) if retry is not None else None,
     )
+
+
+class Follower:
+    """A client that keeps one user's stream open as a browser's `EventSource` would:
+    reconnecting with the last event id whenever the stream ends or fails, in a thread.
+
+    `received` holds the message ids in the order they arrived, `positions` their event ids,
+    `ends` the reasons the server gave for ending streams, `resyncs` the resync events."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        self._url = url
+        self._headers = headers
+        self.received: list[int] = []
+        self.positions: list[tuple[int, ...]] = []
+        self.arrived: list[float] = []
+        self.ends: list[str] = []
+        self.resyncs = 0
+        self.connects = 0
+        self.last: str | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self, timeout_s: float = 10.0) -> Self:
+        self._thread.start()
+        assert self._ready.wait(timeout_s), "the stream did not begin"
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def wait_for(self, ids: set[int], timeout_s: float) -> set[int]:
+        """Wait until every id of `ids` arrived; the ones still missing."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            missing = ids - set(self.received)
+            if not missing:
+                return missing
+            time.sleep(0.05)
+        return ids - set(self.received)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            stream = EventStream(self._url, self._headers, last_event_id=self.last)
+            try:
+                stream.__enter__()
+            except AssertionError:
+                continue
+            self.connects += 1
+            try:
+                if stream.status != 200:
+                    time.sleep(0.2)
+                    continue
+                self._follow(stream)
+            finally:
+                stream.close()
+            time.sleep(0.05)
+
+    def _follow(self, stream: EventStream) -> None:
+        while not self._stop.is_set():
+            try:
+                event = stream.events.get(timeout=0.2)
+            except queue.Empty:
+                if stream.ended.is_set() and stream.events.empty():
+                    return
+                continue
+            if event.event == "message":
+                self.received.append(int(event.json()["id"]))
+                self.arrived.append(time.time())
+                assert event.id is not None
+                self.positions.append(tuple(int(part) for part in event.id.split("-")))
+            elif event.event == "end":
+                self.ends.append(str(event.json()["reason"]))
+            elif event.event == "resync":
+                self.resyncs += 1
+            if event.id is not None:
+                self.last = event.id
+                self._ready.set()
