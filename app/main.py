@@ -43,11 +43,11 @@ def create_app(settings: Settings) -> Litestar:
     """Build the application for `settings` (a `DATABASE_URL` is required by now)."""
     configure_logging(settings)
     database = Database(settings)
-    readiness = Readiness(database)
-    authentication = Authentication(_auth_settings(settings), settings.redis_url)
-    tracing = Tracing(settings.tracing)  # off unless OTEL_* variables ask for it
     # The event hub ends its streams as soon as draining begins (granian waits for them).
     events = Hub(settings, database, draining=lambda: lifecycle.phase is Phase.DRAINING)
+    readiness = Readiness(database, events=events)
+    authentication = Authentication(_auth_settings(settings), settings.redis_url)
+    tracing = Tracing(settings.tracing)  # off unless OTEL_* variables ask for it
     lifecycle = Lifecycle(
         # Started in this order, stopped in the reverse one.
         [

@@ -179,7 +179,7 @@ async def _begin(
             data=_encode({"position": floor}).decode(), event="ready", id=floor, retry=retry_ms
         )
         return
-    if after.xid > start.xmax and after.xid > (await hub.source.horizon()).xmax:
+    if after.xid > start.xmax and after.xid > (await hub.source.horizon(hub.listener)).xmax:
         # Beyond any transaction the primary has run: not an id of this cluster's history.
         metrics.STREAMS_ENDED.labels("resync").inc()
         yield ServerSentEventMessage(

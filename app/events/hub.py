@@ -36,6 +36,7 @@ log = structlog.get_logger("app.events")
 
 REPOLL_FIRST_S = 0.002  # a notified transaction not yet below the horizon: look again soon
 DRAIN_CHECK_S = 0.1
+LISTENER_START_WAIT_S = 2.0
 
 
 class StreamLimitError(Exception):
@@ -125,7 +126,9 @@ class Hub:
             )
         else:
             self.listener.start()
-        self.horizon = await self.source.horizon()
+        self.horizon = await self.source.horizon(self.listener)
+        if self.listener is not None:  # ready means listening, unless the primary is slow
+            await self.listener.wait_connected(LISTENER_START_WAIT_S)
         self.last_pass_ok = time.monotonic()
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -239,7 +242,7 @@ class Hub:
             stream.start = previous
             stream.joined.set()
         users = list(self._by_user)
-        now = await self.source.horizon()
+        now = await self.source.horizon(self.listener)
         metrics.HORIZON_AGE.set(max(0, now.xmax - now.xmin))
         if now.xmax < previous.xmin:
             # The primary's transaction ids went back (a failover lost WAL): ids below what

@@ -124,8 +124,14 @@ class EventSource:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    async def horizon(self) -> Horizon:
-        """The primary's horizon now (one short statement on the primary)."""
+    async def horizon(self, listener: Listener | None = None) -> Horizon:
+        """The primary's horizon now (one short statement on the primary): on the listener's
+        own connection while it is up (no pool connection taken), else through the pool."""
+        if listener is not None and listener.state.connected:
+            try:
+                return await listener.horizon()
+            except Exception as error:  # the listener reconnects; the pool answers this time
+                log.info("events: horizon on the listener failed", error=type(error).__name__)
 
         async def read(conn: Connection) -> Horizon:
             found = await conn.fetch_one(_HORIZON)
@@ -188,9 +194,28 @@ class Listener:
         self.state = ListenerState()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._conn: Any = None
+        self._lock = asyncio.Lock()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="events-listener")
+
+    async def horizon(self) -> Horizon:
+        """The horizon, asked on the listening connection (a primary, checked each second)."""
+        conn = self._conn
+        if conn is None:
+            raise ConnectionError("the listener is not connected")
+        async with self._lock, asyncio.timeout(self._check_interval_s):
+            found = await conn.fetchrow(_HORIZON.sql)
+        return Horizon(*found)
+
+    async def wait_connected(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the first connection; whether it is up."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._connected.wait()
+        return self.state.connected
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -231,9 +256,11 @@ class Listener:
             await conn.add_listener(EVENTS_CHANNEL, self._notified)
             if await conn.fetchval("SELECT pg_is_in_recovery()"):
                 raise RuntimeError("the listener's server is a standby")
+            self._conn = conn
             self.state.connected = True
             self.state.last_error = None
             self.state.member = _member(url)
+            self._connected.set()
             log.info("events listener connected", member=self.state.member)
             self._on_connect()
             while not lost.is_set():
@@ -242,14 +269,16 @@ class Listener:
                 if lost.is_set():
                     break
                 # A dead peer sends no notification and no error: ask, and check the role.
-                standby = await asyncio.wait_for(
-                    conn.fetchval("SELECT pg_is_in_recovery()"), self._check_interval_s
-                )
+                async with self._lock:
+                    standby = await asyncio.wait_for(
+                        conn.fetchval("SELECT pg_is_in_recovery()"), self._check_interval_s
+                    )
                 if standby:
                     raise RuntimeError("the listener's server became a standby")
             raise ConnectionError("the listener's connection closed")
         finally:
             self.state.connected = False
+            self._conn = None
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 1.0)
             if not conn.is_closed():
