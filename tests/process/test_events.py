@@ -198,3 +198,23 @@ def test_shutdown_ends_streams_with_a_retry_hint(database: TestDatabase) -> None
             assert stream.ended.wait(5)
             assert time.monotonic() - started < 3
             assert server.wait(15) == 0
+
+
+def test_a_send_on_one_instance_reaches_a_stream_on_another(database: TestDatabase) -> None:
+    """The wake-up crosses instances (LISTEN/NOTIFY on the primary); the table is the truth."""
+    with ServerProcess(database) as first, ServerProcess(database) as second:
+        with httpx.Client(base_url=first.url, timeout=10) as http:
+            alice, bob = register(http), register(http)
+            chat = create_chat(http, alice, [bob])
+        with (
+            EventStream(second.url, bob.headers) as stream,
+            httpx.Client(base_url=first.url, timeout=10) as http,
+        ):
+            assert stream.next().event == "ready"
+            started = time.monotonic()
+            sent = send(http, alice, chat["id"], "across")
+            event = stream.next()
+            took_s = time.monotonic() - started
+            assert event.event == "message"
+            assert event.json()["id"] == sent.json()["id"]
+            assert took_s < 0.9  # well within the 1 s poll: the notification woke it
