@@ -35,6 +35,7 @@ from app.events.source import EventRow, EventSource, Horizon, Listener
 log = structlog.get_logger("app.events")
 
 REPOLL_FIRST_S = 0.002  # a notified transaction not yet below the horizon: look again soon
+REPOLL_MAX_S = 0.05  # ... doubling while the horizon does not move, up to this
 DRAIN_CHECK_S = 0.1
 LISTENER_START_WAIT_S = 2.0
 
@@ -206,6 +207,7 @@ class Hub:
 
     async def _run(self) -> None:
         repoll_s = REPOLL_FIRST_S
+        passed = self.horizon
         while True:
             interval = (
                 self.settings.poll_interval_s
@@ -214,11 +216,12 @@ class Hub:
             )
             wait_s = interval
             assert self.horizon is not None
+            if self.horizon != passed:
+                repoll_s = REPOLL_FIRST_S  # the horizon moved: look again soon, not later
+                passed = self.horizon
             if self._notified_xid >= self.horizon.xmin:
                 wait_s = min(repoll_s, interval)  # a notified transaction is not yet below
-                repoll_s = min(repoll_s * 2, interval)
-            else:
-                repoll_s = REPOLL_FIRST_S
+                repoll_s = min(repoll_s * 2, REPOLL_MAX_S, interval)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s):
                     await self._wake.wait()

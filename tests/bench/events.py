@@ -84,6 +84,29 @@ async def _send(
         sent[int(response.json()["id"])] = (chat, time.time())
 
 
+async def _server_latency(url: str, metrics_token: str) -> dict[str, float | None]:
+    """The service's own view (`events_delivery_latency_seconds`, from the row's created_at
+    to the write): the bucket bound below which 50% and 99% of live deliveries fell."""
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        text = (
+            await client.get("/metrics", headers={"authorization": f"Bearer {metrics_token}"})
+        ).text
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("events_delivery_latency_seconds_bucket{"):
+            le = float(line.split('le="')[1].split('"')[0])
+            buckets[le] = buckets.get(le, 0.0) + float(line.split()[-1])
+    total = buckets.get(float("inf"), 0.0)
+
+    def below(q: float) -> float | None:
+        for le in sorted(buckets):
+            if total and buckets[le] >= q * total:
+                return le * 1000
+        return None
+
+    return {"p50": below(0.5), "p99": below(0.99)}
+
+
 def _members(bench: Bench, chat: int) -> list[int]:
     data = bench.data
     return [
@@ -119,6 +142,7 @@ async def _run(bench: Bench, url: str, seconds: float, service: Any) -> dict[str
         send_s = time.monotonic() - started
     await asyncio.sleep(SETTLE_S)
     cpu_s = service.cpu_seconds() - cpu_before
+    server_side = await _server_latency(url, bench.auth.metrics_token)
     rss_after = service.rss()
     stop.set()
     for task in tasks:
@@ -157,6 +181,7 @@ async def _run(bench: Bench, url: str, seconds: float, service: Any) -> dict[str
         "latency_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1.0)},
         "rss_mb_per_worker_max": round(max(rss_worst, rss_after[1]) / 2**20, 1),
         "rss_mb_total": round(max(rss_total, rss_after[0]) / 2**20, 1),
+        "server_latency_ms_le": server_side,
         "cpu_s": round(cpu_s, 2),
         "cpu_ms_per_delivered_event": round(cpu_s * 1000 / delivered, 3) if delivered else None,
     }
