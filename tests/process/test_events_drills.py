@@ -6,6 +6,7 @@ The timings are printed (`pytest -s`) as `[timing]` lines."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -18,6 +19,7 @@ import pytest
 from tests.support.api import Account, create_chat, register
 from tests.support.cluster import TestDatabase, embedded, fresh_cluster
 from tests.support.drills import report
+from tests.support.fleet import Fleet
 from tests.support.server import ServerProcess
 from tests.support.sse import Follower
 
@@ -188,5 +190,49 @@ def test_a_slow_consumer_is_dropped_with_a_resume_point_while_others_stay_on_tim
         p50_ms=round(lags[len(lags) // 2] * 1000, 1),
         p99_ms=round(lags[int(len(lags) * 0.99)] * 1000, 1),
         stalled_read_bytes=len(text),
+        **counts,
+    )
+
+
+def test_a_rolling_restart_behind_haproxy_while_streaming(database: TestDatabase) -> None:
+    """Two instances behind HAProxy restarted one after the other: each stream is ended with
+    `shutdown` and `retry:` when its instance drains, its client reconnects through HAProxy
+    with its last id, and every acknowledged message arrives once, in order."""
+    env = {
+        **os.environ,
+        **database.env(),
+        "WORKERS": "2",
+        "DB_POOL_MIN": "2",
+        "DB_POOL_MAX": "8",
+        "DB_REPLICA_POOL_MIN": "1",
+        "DB_REPLICA_POOL_MAX": "4",
+        "DRAIN_DELAY_S": "1",
+        "SHUTDOWN_TIMEOUT_S": "3",
+        "EVENTS_HEARTBEAT_S": "2",  # below HAProxy's `timeout server`
+        "PROMETHEUS_MULTIPROC_DIR": "",
+    }
+    with Fleet(env, instances=2) as fleet:
+        with httpx.Client(base_url=fleet.url, timeout=10) as http:
+            alice, bob = register(http), register(http)
+            chat = create_chat(http, alice, [bob])
+        follower = Follower(fleet.url, bob.headers).start()
+        sender = _Sender(fleet.url, alice, chat["id"], every_s=0.02).start()
+        try:
+            time.sleep(1)
+            restarts = [fleet.restart(instance) for instance in fleet.instances]
+            time.sleep(1)
+        finally:
+            sender.stop()
+        try:
+            counts = _check(follower, sender)
+        finally:
+            follower.stop()
+    assert "shutdown" in follower.ends
+    report(
+        "events: rolling restart of two instances behind HAProxy while streaming",
+        restarts=[restart.timeline() for restart in restarts],
+        reconnects=follower.connects - 1,
+        ends=follower.ends,
+        send_retries=sender.retries,
         **counts,
     )
