@@ -36,6 +36,7 @@ log = structlog.get_logger("app.events")
 
 REPOLL_FIRST_S = 0.002  # a notified transaction not yet below the horizon: look again soon
 REPOLL_MAX_S = 0.05  # ... doubling while the horizon does not move, up to this
+PASS_MIN_INTERVAL_S = 0.01  # notifications within it share one pass (two queries)
 DRAIN_CHECK_S = 0.1
 LISTENER_START_WAIT_S = 2.0
 
@@ -208,6 +209,7 @@ class Hub:
     async def _run(self) -> None:
         repoll_s = REPOLL_FIRST_S
         passed = self.horizon
+        last_pass = 0.0
         while True:
             interval = (
                 self.settings.poll_interval_s
@@ -225,6 +227,9 @@ class Hub:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s):
                     await self._wake.wait()
+            # Coalesce: at most one pass per PASS_MIN_INTERVAL_S, however many notifications.
+            await asyncio.sleep(max(0.0, last_pass + PASS_MIN_INTERVAL_S - time.monotonic()))
+            last_pass = time.monotonic()
             self._wake.clear()
             metrics.LISTENER_CONNECTED.set(1 if self.listening else 0)
             try:

@@ -1,6 +1,7 @@
 """`python -m tests.bench.events [SECONDS]` (`just bench-events`): real-time delivery under load.
 
-Every seeded user (1,000, in chats of 10) holds one `GET /events` stream of the service (two
+Every seeded user (1,000, in chats of 10; `BENCH_EVENTS_STREAMS=0`: none, to measure the
+sends alone) holds one `GET /events` stream of the service (two
 workers, production settings) while 100 messages a second are sent for SECONDS (30), each by
 a member of a random chat. For every (message, member) pair it measures the delay from the
 send's 201 to the event at the member's stream, and counts the pairs lost and duplicated;
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import sys
 import time
@@ -23,6 +25,7 @@ from typing import Any
 import httpx
 
 from tests.bench.runner import RESULTS_DIR, Bench, Config, _raised_fd_limit
+from tests.bench.servers import cpu_seconds
 
 RATE_PER_S = 100
 SETTLE_S = 3.0
@@ -71,10 +74,15 @@ async def _stream(url: str, user: int, token: str, streams: _Streams, stop: asyn
 
 
 async def _send(
-    client: httpx.AsyncClient, bench: Bench, chat: int, sent: dict[int, tuple[int, float]]
+    client: httpx.AsyncClient,
+    bench: Bench,
+    chat: int,
+    sent: dict[int, tuple[int, float]],
+    took: list[float],
 ) -> None:
     members = bench.data.members
     sender = ((chat - 1) * members) % bench.data.users + 1
+    started = time.time()
     response = await client.post(
         f"/chats/{chat}/messages",
         json={"body": "event bench", "client_msg_id": uuid.uuid4().hex},
@@ -82,6 +90,15 @@ async def _send(
     )
     if response.status_code == 201:
         sent[int(response.json()["id"])] = (chat, time.time())
+        took.append(time.time() - started)
+
+
+def _quantiles(values: list[float]) -> dict[str, float | None]:
+    ordered = sorted(values)
+    if not ordered:
+        return {"p50": None, "p99": None}
+    pick = [ordered[min(len(ordered) - 1, int(len(ordered) * q))] for q in (0.5, 0.99)]
+    return {"p50": round(pick[0] * 1000, 1), "p99": round(pick[1] * 1000, 1)}
 
 
 async def _server_latency(url: str, metrics_token: str) -> dict[str, float | None]:
@@ -117,7 +134,7 @@ def _members(bench: Bench, chat: int) -> list[int]:
 async def _run(bench: Bench, url: str, seconds: float, service: Any) -> dict[str, Any]:
     streams = _Streams()
     stop = asyncio.Event()
-    users = range(1, bench.data.users + 1)
+    users = range(1, int(os.environ.get("BENCH_EVENTS_STREAMS", bench.data.users)) + 1)
     tasks = [
         asyncio.create_task(_stream(url, user, bench.tokens[user - 1], streams, stop))
         for user in users
@@ -128,7 +145,9 @@ async def _run(bench: Bench, url: str, seconds: float, service: Any) -> dict[str
         await asyncio.sleep(0.1)
     rss_total, rss_worst = service.rss()
     cpu_before = service.cpu_seconds()
+    db_before = cpu_seconds(bench.cluster.processes())
     sent: dict[int, tuple[int, float]] = {}
+    took: list[float] = []
     rng = random.Random(21)
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         started = time.monotonic()
@@ -137,11 +156,12 @@ async def _run(bench: Bench, url: str, seconds: float, service: Any) -> dict[str
             due = started + n / RATE_PER_S
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             chat = rng.randrange(1, bench.data.chats + 1)
-            sends.append(asyncio.create_task(_send(client, bench, chat, sent)))
+            sends.append(asyncio.create_task(_send(client, bench, chat, sent, took)))
         await asyncio.gather(*sends)
         send_s = time.monotonic() - started
     await asyncio.sleep(SETTLE_S)
     cpu_s = service.cpu_seconds() - cpu_before
+    db_cpu_s = cpu_seconds(bench.cluster.processes()) - db_before
     server_side = await _server_latency(url, bench.auth.metrics_token)
     rss_after = service.rss()
     stop.set()
@@ -182,8 +202,13 @@ async def _run(bench: Bench, url: str, seconds: float, service: Any) -> dict[str
         "rss_mb_per_worker_max": round(max(rss_worst, rss_after[1]) / 2**20, 1),
         "rss_mb_total": round(max(rss_total, rss_after[0]) / 2**20, 1),
         "server_latency_ms_le": server_side,
+        # A message is delivered once every transaction older than it has ended, so slow
+        # sends (their own latency) delay the delivery of the messages sent during them.
+        "send_latency_ms": _quantiles(took),
         "cpu_s": round(cpu_s, 2),
+        "postgres_cpu_s": round(db_cpu_s, 2),
         "cpu_ms_per_delivered_event": round(cpu_s * 1000 / delivered, 3) if delivered else None,
+        "cpu_ms_per_send": round(cpu_s * 1000 / len(sent), 3) if sent else None,
     }
 
 
@@ -208,7 +233,8 @@ def main(argv: list[str]) -> int:
             bench.forget_tokens()
             bench.cluster.destroy()
     RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "events.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "events" if result["streams"] else "events-no-streams"
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         "# Events bench (`python -m tests.bench.events`)",
         "",
@@ -221,7 +247,7 @@ def main(argv: list[str]) -> int:
         *(f"| {key} | {value} |" for key, value in result.items()),
         "",
     ]
-    (RESULTS_DIR / "events.md").write_text("\n".join(lines))
+    (RESULTS_DIR / f"{name}.md").write_text("\n".join(lines))
     print(json.dumps(result, indent=2))
     return 0
 
