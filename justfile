@@ -91,6 +91,10 @@ fleet-haproxy:
 bench MODE="full": sync bench-wrk
     uv run --locked python -m tests.bench {{MODE}}
 
+# Real-time delivery: 1,000 SSE streams while 100 messages/s are sent for SECONDS; writes tests/bench/results/events.*
+bench-events SECONDS="30":
+    uv run --locked python -m tests.bench.events {{SECONDS}}
+
 # Install wrk from Debian's packages when it is missing (for `just bench`)
 [private]
 bench-wrk:

@@ -246,6 +246,35 @@ class TracingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class EventsSettings:
+    """`GET /events`, the Server-Sent Events stream (docs/events.md)."""
+
+    enabled: bool = True
+    """Serve the stream and run the per-worker hub (`EVENTS_ENABLED`)."""
+    heartbeat_s: float = 15.0
+    """A comment line this often keeps proxies from idling a stream out
+    (`EVENTS_HEARTBEAT_S`)."""
+    retry_s: float = 2.0
+    """The `retry:` a client waits before reconnecting (`EVENTS_RETRY_MS`)."""
+    buffer: int = 256
+    """Events a stream holds for a client that reads too slowly; beyond, it is disconnected
+    and resumes from its last event id (`EVENTS_BUFFER`)."""
+    max_streams_per_user: int = 8
+    """Streams a user holds at once on one worker; beyond, 429 (`EVENTS_MAX_STREAMS_PER_USER`)."""
+    max_streams_per_worker: int = 2000
+    """Streams a worker holds at once; beyond, 503 (`EVENTS_MAX_STREAMS_PER_WORKER`)."""
+    poll_interval_s: float = 1.0
+    """The hub looks for new events this often even without a notification, and checks its
+    listener (`EVENTS_POLL_INTERVAL_MS`)."""
+    fallback_poll_interval_s: float = 0.25
+    """How often it looks without a listener (PgBouncer without `EVENTS_LISTEN_URL`, or the
+    listener down) (`EVENTS_FALLBACK_POLL_MS`)."""
+    listen_url: str | None = None
+    """Where to `LISTEN` when `DATABASE_URL` cannot (PgBouncer in transaction mode): the
+    primary, or the cluster as a host list, directly (`EVENTS_LISTEN_URL`)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Validated service configuration, one group per concern."""
 
@@ -277,6 +306,8 @@ class Settings:
     """Rate limits, hashing bounds and trusted proxies."""
     tracing: TracingSettings = field(default_factory=TracingSettings)
     """OpenTelemetry traces (off unless `OTEL_*` variables ask for them)."""
+    events: EventsSettings = field(default_factory=EventsSettings)
+    """The Server-Sent Events stream."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -310,6 +341,7 @@ class Settings:
             auth=_auth(reader, app_env),
             limits=_limits(reader),
             tracing=_tracing(reader),
+            events=_events(reader),
             requests=RequestLimits(
                 header_timeout_s=reader.number(
                     "REQUEST_HEADER_TIMEOUT_S", 10.0, minimum=1.0, maximum=_MAX_HEADER_TIMEOUT_S
@@ -514,6 +546,24 @@ def _jwt_keys(raw: str | None) -> tuple[tuple[str, bytes], ...]:
             raise ConfigError("AUTH_JWT_KEYS", f"key id {kid!r} appears twice")
         keys.append((kid, secret))
     return tuple(keys)
+
+
+def _events(reader: _Reader) -> EventsSettings:
+    return EventsSettings(
+        enabled=reader.boolean("EVENTS_ENABLED", default=True),
+        heartbeat_s=reader.number("EVENTS_HEARTBEAT_S", 15.0, minimum=0.05, maximum=3600.0),
+        retry_s=reader.millis("EVENTS_RETRY_MS", 2000, minimum=0),
+        buffer=reader.integer("EVENTS_BUFFER", 256, minimum=1, maximum=100_000),
+        max_streams_per_user=reader.integer(
+            "EVENTS_MAX_STREAMS_PER_USER", 8, minimum=1, maximum=10_000
+        ),
+        max_streams_per_worker=reader.integer(
+            "EVENTS_MAX_STREAMS_PER_WORKER", 2000, minimum=1, maximum=1_000_000
+        ),
+        poll_interval_s=reader.millis("EVENTS_POLL_INTERVAL_MS", 1000, minimum=10),
+        fallback_poll_interval_s=reader.millis("EVENTS_FALLBACK_POLL_MS", 250, minimum=10),
+        listen_url=reader.cluster_url("EVENTS_LISTEN_URL"),
+    )
 
 
 def _tracing(reader: _Reader) -> TracingSettings:

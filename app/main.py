@@ -16,12 +16,14 @@ from app.api.auth import AuthController, Authentication, SessionsController, dev
 from app.api.chats import ChatController
 from app.api.consistency import add_consistency_token
 from app.api.dependencies import DEPENDENCIES
+from app.api.events import EventController
 from app.api.openapi import finish_document, openapi_config, swagger_assets
 from app.api.problems import EXCEPTION_HANDLERS
 from app.api.schemas import StrictBodySchemas
 from app.api.users import UserController
 from app.config import AuthSettings, Settings
 from app.db.cluster import Database
+from app.events.hub import Hub
 from app.logging import configure_logging
 from app.ops.health import HealthController
 from app.ops.http_metrics import HttpMetricsMiddleware
@@ -30,7 +32,7 @@ from app.ops.readiness import Readiness
 from app.ops.request_bounds import RequestDeadlineMiddleware
 from app.ops.tracing import Tracing
 from app.process.heap import FrozenHeap
-from app.process.lifecycle import Lifecycle
+from app.process.lifecycle import Lifecycle, Phase
 from app.process.loop_lag import LoopLag
 
 REQUEST_MAX_BODY_BYTES = 64 * 1024
@@ -42,7 +44,9 @@ def create_app(settings: Settings) -> Litestar:
     """Build the application for `settings` (a `DATABASE_URL` is required by now)."""
     configure_logging(settings)
     database = Database(settings)
-    readiness = Readiness(database)
+    # The event hub ends its streams as soon as draining begins (granian waits for them).
+    events = Hub(settings, database, draining=lambda: lifecycle.phase is Phase.DRAINING)
+    readiness = Readiness(database, events=events)
     authentication = Authentication(_auth_settings(settings), settings.redis_url, settings.limits)
     tracing = Tracing(settings.tracing)  # off unless OTEL_* variables ask for it
     lifecycle = Lifecycle(
@@ -54,6 +58,7 @@ def create_app(settings: Settings) -> Litestar:
             database,
             readiness,
             authentication,
+            events,
             LoopLag(),
             FrozenHeap(),
         ],
@@ -67,6 +72,7 @@ def create_app(settings: Settings) -> Litestar:
             SessionsController,
             UserController,
             ChatController,
+            *([EventController] if settings.events.enabled else []),
             HealthController,
             MetricsController,
             *([swagger_assets()] if openapi else []),
@@ -91,6 +97,7 @@ def create_app(settings: Settings) -> Litestar:
                 "database": database,
                 "readiness": readiness,
                 "authentication": authentication,
+                "events": events,
             }
         ),
         request_max_body_size=REQUEST_MAX_BODY_BYTES,

@@ -25,6 +25,7 @@ import structlog
 from app.db.cluster import Database
 from app.db.cluster_state import ReplicaView
 from app.db.pool import Pool
+from app.events.hub import Hub
 from app.logging import Throttle
 
 Status = Literal["pass", "warn", "fail"]
@@ -32,6 +33,7 @@ Status = Literal["pass", "warn", "fail"]
 CHECK_TIMEOUT_S = 0.5  # per check; a probe answers within this (Kubernetes' default is 1 s)
 _SELECT_ONE = "SELECT 1"
 _RANK: dict[Status, int] = {"pass": 0, "warn": 1, "fail": 2}
+STALE_EVENTS_PASS_S = 5.0  # the event hub passes at least once a second when healthy
 _LOG_REPEAT_S = 30.0  # a check that keeps failing is logged again this often
 
 log = structlog.get_logger("app.ops.readiness")
@@ -118,8 +120,11 @@ class Readiness:
 
     name = "readiness"
 
-    def __init__(self, database: Database, timeout_s: float = CHECK_TIMEOUT_S) -> None:
+    def __init__(
+        self, database: Database, timeout_s: float = CHECK_TIMEOUT_S, events: Hub | None = None
+    ) -> None:
         self._database = database
+        self._events = events if events is not None and events.settings.enabled else None
         self._timeout_s = timeout_s
         url = database.settings.redis_url
         self._redis = _RedisPing(url, timeout_s) if url else None
@@ -161,6 +166,8 @@ class Readiness:
         if self._redis is not None:
             redis = self._redis
             factories["redis"] = lambda: self._redis_check(redis)
+        if self._events is not None:
+            factories["events:listener"] = self._events_check
         return factories
 
     def _shared_task(
@@ -218,6 +225,22 @@ class Readiness:
         except Exception as error:
             return CheckResult("fail", _elapsed_ms(started), "ms", "cache", _reason(error))
         return CheckResult("pass", _elapsed_ms(started), "ms", "cache")
+
+    async def _events_check(self) -> CheckResult:
+        """`warn` (streams still deliver, by polling, or late) when the LISTEN connection is
+        down or the hub has not read the primary's horizon for a while; never `fail`: the
+        REST API does not depend on it. The value: seconds since the hub's last good pass."""
+        hub = self._events
+        assert hub is not None
+        since = round(time.monotonic() - hub.last_pass_ok, 3)
+        extra = {"streams": float(hub.open_streams)}
+        member = hub.listener.state.member if hub.listener is not None else None
+        if since > STALE_EVENTS_PASS_S:
+            return CheckResult("warn", since, "s", "component", "stalled", extra, member)
+        if hub.listener is not None and not hub.listening:
+            reason = "not listening: polling"
+            return CheckResult("warn", since, "s", "component", reason, extra, member)
+        return CheckResult("pass", since, "s", "component", None, extra, member)
 
     def _log_change(self, name: str, result: CheckResult) -> None:
         """Log a check when its verdict changes, and while it keeps failing now and then."""

@@ -21,6 +21,9 @@ from sqlalchemy import (
     text,
 )
 
+XID_DEFAULT = "(pg_current_xact_id()::text)::bigint"
+"""The writing transaction's 64-bit id (epoch and xid), as a bigint: the event position."""
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -64,8 +67,11 @@ chat_members = Table(
     Column("chat_id", BigInteger, ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
     Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("joined_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The event position (docs/events.md): the id of the transaction that wrote the row.
+    Column("xid", BigInteger, nullable=False, server_default=text(XID_DEFAULT)),
     PrimaryKeyConstraint("chat_id", "user_id"),
     Index("ix_chat_members_user_id_chat_id", "user_id", "chat_id"),
+    Index("ix_chat_members_xid", "xid"),
 )
 
 messages = Table(
@@ -77,10 +83,14 @@ messages = Table(
     Column("body", Text, nullable=False),
     Column("client_msg_id", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The event position (docs/events.md): the id of the transaction that wrote the row.
+    Column("xid", BigInteger, nullable=False, server_default=text(XID_DEFAULT)),
     CheckConstraint("char_length(body) BETWEEN 1 AND 4000", name="body_length"),
     CheckConstraint("char_length(client_msg_id) BETWEEN 1 AND 64", name="client_msg_id_length"),
     UniqueConstraint("sender_id", "client_msg_id"),
     Index("ix_messages_chat_id_id", "chat_id", text("id DESC")),
+    Index("ix_messages_xid_id", "xid", "id"),
+    Index("ix_messages_chat_id_xid_id", "chat_id", "xid", "id"),
 )
 
 
@@ -114,13 +124,16 @@ user_blocks = Table(
 
 # Columns that never leave the database in a record.
 SECRET_COLUMNS = frozenset({"password_hash"})
+# Columns the event stream reads (app.events) and records do not carry.
+POSITION_COLUMNS = frozenset({"xid"})
 
 
 def column_list(table: Table) -> str:
     """The table's columns in definition order, as a SQL select list (`id, username, ...`),
-    without `SECRET_COLUMNS`.
+    without `SECRET_COLUMNS` and `POSITION_COLUMNS`.
 
     Repositories select with it and build their records positionally, so a record's fields
     follow the table's column order (checked by `tests/unit/test_schema.py`).
     """
-    return ", ".join(c.name for c in table.columns if c.name not in SECRET_COLUMNS)
+    hidden = SECRET_COLUMNS | POSITION_COLUMNS
+    return ", ".join(c.name for c in table.columns if c.name not in hidden)

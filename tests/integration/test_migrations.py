@@ -25,10 +25,18 @@ def scratch_url(database: TestDatabase) -> Iterator[str]:
         fetchval(database.primary_url, f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
+_XID_COLUMNS = (
+    "SELECT count(*) FROM information_schema.columns"
+    " WHERE table_schema = 'public' AND column_name = 'xid'"
+)
+
+
 def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
     upgrade(scratch_url)
     assert fetchval(scratch_url, _TABLES, _NAMES) == 5
-    assert fetchval(scratch_url, "SELECT version_num FROM alembic_version") == "0004"
+    assert fetchval(scratch_url, "SELECT version_num FROM alembic_version") == "0005"
+    downgrade(scratch_url, "0004")
+    assert fetchval(scratch_url, _XID_COLUMNS) == 0
     downgrade(scratch_url, "0002")
     assert fetchval(scratch_url, _TABLES, _NAMES) == 5
     downgrade(scratch_url, "0001")
@@ -37,6 +45,7 @@ def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
     assert fetchval(scratch_url, _TABLES, _NAMES) == 0
     upgrade(scratch_url)
     assert fetchval(scratch_url, _TABLES, _NAMES) == 5
+    assert fetchval(scratch_url, _XID_COLUMNS) == 2
 
 
 def test_schema_enforces_the_data_model(scratch_url: str) -> None:
@@ -48,6 +57,9 @@ def test_schema_enforces_the_data_model(scratch_url: str) -> None:
     )
     for expected in (
         "ix_messages_chat_id_id",
+        "ix_messages_xid_id",
+        "ix_messages_chat_id_xid_id",
+        "ix_chat_members_xid",
         "ix_chat_members_user_id_chat_id",
         "uq_messages_sender_id_client_msg_id",
         "uq_users_username",

@@ -39,7 +39,15 @@ def test_readiness_passes_with_a_check_per_server(ops: TestClient[Litestar]) -> 
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
     assert body["status"] == "pass"
-    assert set(body["checks"]) == {"postgres:primary", "postgres:replica-0", "postgres:replica-1"}
+    assert set(body["checks"]) == {
+        "postgres:primary",
+        "postgres:replica-0",
+        "postgres:replica-1",
+        "events:listener",
+    }
+    events = body["checks"]["events:listener"][0]
+    assert events["status"] == "pass"
+    assert events["observedUnit"] == "s"
     primary = body["checks"]["postgres:primary"][0]
     assert primary["status"] == "pass"
     assert primary["observedUnit"] == "ms"

@@ -30,4 +30,4 @@ def test_without_replicas_reads_use_the_writer_pool_only(database: TestDatabase)
         app_db = client.app.state.database
         assert [pool.name for pool in app_db.pools] == ["primary"]
         ready = client.get("/health/ready").json()
-        assert list(ready["checks"]) == ["postgres:primary"]
+        assert list(ready["checks"]) == ["postgres:primary", "events:listener"]

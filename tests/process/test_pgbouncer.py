@@ -21,6 +21,7 @@ from tests.support.cluster import TestDatabase, fetchval, wait_until
 from tests.support.faults import LOCK_WAITERS, TableLock
 from tests.support.pgbouncer import PgBouncer, pgbouncer_binary
 from tests.support.server import ServerProcess
+from tests.support.sse import EventStream
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +122,27 @@ def test_a_statement_timeout_through_pgbouncer_answers_503_and_cancels_it(
             f"/users/{user.id}/status", json={"status": "online"}, headers=user.headers
         )
         assert again.status_code == 200
+
+
+@pytest.mark.parametrize("listen", ["poll", "direct"])
+def test_event_streams_through_pgbouncer(
+    database: TestDatabase, bouncer: PgBouncer, listen: str
+) -> None:
+    """PgBouncer cannot LISTEN: the hub polls (no `EVENTS_LISTEN_URL`), or listens on the
+    primary directly (`EVENTS_LISTEN_URL`); either way every message reaches the stream."""
+    env = {"EVENTS_LISTEN_URL": database.primary_url} if listen == "direct" else {}
+    with (
+        _serve(database, bouncer, **env) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
+        alice, bob = register(client), register(client)
+        chat_id = create_chat(client, alice, [bob])["id"]
+        ready = httpx.get(f"{server.url}/health/ready", timeout=5).json()
+        assert ready["checks"]["events:listener"][0]["status"] == "pass"  # polling by design
+        metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
+        assert f"events_listener_connected {1.0 if listen == 'direct' else 0.0}" in metrics
+        with EventStream(server.url, bob.headers) as stream:
+            assert stream.next().event == "ready"
+            sent = [send(client, alice, chat_id, f"m{n}").json()["id"] for n in range(5)]
+            got = [stream.next().json()["id"] for _ in sent]
+    assert got == sent

@@ -9,6 +9,7 @@ from types import ModuleType
 from prometheus_client.metrics import MetricWrapperBase
 
 import app.db.metrics
+import app.events.metrics
 import app.ops.http_metrics
 
 # Labels Prometheus adds at scrape time, and the histogram bucket label.
@@ -19,7 +20,7 @@ _SUFFIXES = {
     "gauge": ("",),
     "summary": ("", "_sum", "_count"),
 }
-_NAME = re.compile(r"\b((?:db|http)_[a-z0-9_]+)\b")
+_NAME = re.compile(r"\b((?:db|http|events)_[a-z0-9_]+)\b")
 _SELECTOR = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}")
 _MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
@@ -32,7 +33,7 @@ def _metrics_of(module: ModuleType) -> list[MetricWrapperBase]:
 def exported() -> dict[str, frozenset[str]]:
     """Every sample name the service's own instruments expose, with their label names."""
     names: dict[str, frozenset[str]] = {}
-    for module in (app.db.metrics, app.ops.http_metrics):
+    for module in (app.db.metrics, app.ops.http_metrics, app.events.metrics):
         for metric in _metrics_of(module):
             labels = frozenset(metric._labelnames)
             for family in metric.describe():
@@ -42,7 +43,7 @@ def exported() -> dict[str, frozenset[str]]:
 
 
 def metric_names(expr: str) -> set[str]:
-    """The service's metric names (`db_*`, `http_*`) an expression refers to."""
+    """The service's metric names (`db_*`, `http_*`, `events_*`) an expression refers to."""
     return set(_NAME.findall(expr))
 
 

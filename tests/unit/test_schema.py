@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Table
 
 from app.domain.records import Chat, Message, User
-from app.schema.tables import SECRET_COLUMNS, chats, column_list, messages, users
+from app.schema.tables import POSITION_COLUMNS, SECRET_COLUMNS, chats, column_list, messages, users
 
 
 def _fields(record: type[msgspec.Struct]) -> list[str]:
@@ -19,7 +19,11 @@ def _fields(record: type[msgspec.Struct]) -> list[str]:
 def test_records_follow_their_table_column_for_column(
     record: type[msgspec.Struct], table: Table
 ) -> None:
-    public = [column.name for column in table.columns if column.name not in SECRET_COLUMNS]
+    public = [
+        column.name
+        for column in table.columns
+        if column.name not in SECRET_COLUMNS | POSITION_COLUMNS
+    ]
     assert _fields(record) == public
     assert column_list(table) == ", ".join(_fields(record))
 
@@ -32,5 +36,6 @@ def test_a_password_hash_never_reaches_a_record() -> None:
 
 def test_a_chat_is_its_row_with_the_member_ids_before_created_at() -> None:
     columns = [column.name for column in chats.columns]
+    assert "xid" not in columns  # chat_members and messages carry event positions
     assert _fields(Chat) == [*columns[:-1], "member_ids", columns[-1]]
     assert columns[-1] == "created_at"

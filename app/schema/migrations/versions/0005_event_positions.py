@@ -11,8 +11,8 @@ Adding a column with a volatile default rewrites the table under an exclusive lo
 rows all get this migration's transaction id (they sort by id within it). On a large table,
 add the column without a default, backfill in batches, then set the default.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-02
 """
 

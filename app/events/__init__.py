@@ -1,0 +1,1 @@
+"""Real-time delivery: the commit-ordered event stream of `GET /events` (docs/events.md)."""
