@@ -33,6 +33,7 @@ import pwd
 import secrets
 import shutil
 import signal
+import string
 import subprocess
 import sys
 import tempfile
@@ -96,8 +97,11 @@ class Etcd(StartStop):
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.client_port = free_port()
-        self.peer_port = free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        ports = folder / "ports.json"  # kept: a restart on the same data keeps its addresses
+        if not ports.exists():
+            ports.write_text(json.dumps([free_port(), free_port()]))
+        self.client_port, self.peer_port = json.loads(ports.read_text())
         self.endpoint = f"127.0.0.1:{self.client_port}"
         self._managed = ManagedProcess("etcd", folder / "etcd.log")
 
@@ -425,10 +429,12 @@ class PatroniCluster(StartStop):
         self.etcd.start()
         self.members = self._layout()
         first, *others = self.members
-        first.start()  # the first one bootstraps (initdb); the others clone it
-        self.wait_leader(timeout_s)
-        for member in others:
-            member.start()
+        if not (first.data_dir / "PG_VERSION").exists():
+            first.start()  # the first one bootstraps (initdb); the others clone it
+            self.wait_leader(timeout_s)
+        for member in self.members:
+            if not member.running():
+                member.start()  # a restart: all at once, they elect a leader among them
         self.wait_healthy(timeout_s)
         from app.schema.migrate import upgrade
 
@@ -498,10 +504,16 @@ class PatroniCluster(StartStop):
 
     # -- operations
 
-    def patronictl(self, *args: str) -> str:
-        """`patronictl` with a configuration of its own (straight to etcd)."""
+    @property
+    def patronictl_config(self) -> Path:
+        """A configuration for `patronictl -c` (straight to etcd)."""
         config = self.root / "patronictl.yml"
         config.write_text(json.dumps({"scope": SCOPE, "etcd3": {"hosts": [self.etcd.endpoint]}}))
+        return config
+
+    def patronictl(self, *args: str) -> str:
+        """Run `patronictl` (the `ha` group's) on this cluster; its output."""
+        config = self.patronictl_config
         command = [str(Path(sys.executable).parent / "patronictl"), "-c", str(config), *args]
         result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0:
@@ -519,6 +531,160 @@ class PatroniCluster(StartStop):
         self.stop()
         shutil.rmtree(self.data_root, ignore_errors=True)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class RoleWatch:
+    """Polls every member's PostgreSQL (`pg_is_in_recovery()`, every 20 ms, one connection each)
+    in a thread of its own and records each change of what it answers: `primary`, `standby`
+    or `down`, with the unix time it was first seen. The drills time promotions with it, and
+    check that no two members ever answered as primaries at once."""
+
+    def __init__(self, members: list[Member], poll_s: float = 0.02) -> None:
+        self._members = members
+        self._poll_s = poll_s
+        self.changes: list[tuple[float, str, str]] = []  # (unix time, member, role)
+        self.overlaps: list[tuple[float, list[str]]] = []  # two primaries seen in one round
+        self._now: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        _wait(lambda: len(self._now) == len(self._members), 10, "every member's role")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def role(self, member: Member) -> str | None:
+        return self._now.get(member.name)
+
+    def first(self, member: Member, role: str, after: float, timeout_s: float = 60.0) -> float:
+        """When `member` was first seen as `role` from `after` on (waits for it)."""
+
+        def seen() -> float | None:
+            times = [t for t, name, r in list(self.changes) if name == member.name and r == role]
+            times = [t for t in times if t >= after]
+            if not times and self._now.get(member.name) == role and self._since(member) < after:
+                return None
+            return min(times) if times else None
+
+        found: float = _wait(seen, timeout_s, f"{member.name} as {role}", 0.01)
+        return found
+
+    def _since(self, member: Member) -> float:
+        times = [t for t, name, _ in list(self.changes) if name == member.name]
+        return max(times) if times else 0.0
+
+    async def _run(self) -> None:
+        connections: dict[str, asyncpg.Connection | None] = {m.name: None for m in self._members}
+        while not self._stop.is_set():
+            at = time.time()
+            roles = await asyncio.gather(*(self._probe(m, connections) for m in self._members))
+            for member, role in zip(self._members, roles, strict=True):
+                if self._now.get(member.name) != role:
+                    self._now[member.name] = role
+                    self.changes.append((at, member.name, role))
+            primaries = [m.name for m, r in zip(self._members, roles, strict=True) if r == "primary"]
+            if len(primaries) > 1:
+                self.overlaps.append((at, primaries))
+            await asyncio.sleep(self._poll_s)
+        for conn in connections.values():
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=1)
+
+    async def _probe(self, member: Member, connections: dict[str, Any]) -> str:
+        conn = connections[member.name]
+        try:
+            if conn is None or conn.is_closed():
+                conn = connections[member.name] = await asyncpg.connect(
+                    member.url, timeout=0.5, server_settings={"application_name": "role-watch"}
+                )
+            in_recovery = await conn.fetchval("SELECT pg_is_in_recovery()", timeout=0.5)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            if conn is not None:
+                conn.terminate()
+            connections[member.name] = None
+            return "down"
+        return "standby" if in_recovery else "primary"
+
+
+class PatroniHAProxy(StartStop):
+    """HAProxy in front of the members (deploy/haproxy/patroni.cfg.template): `writer_url` goes
+    to the member whose Patroni answers `GET /primary` with 200, `reader_url` to those that
+    answer `GET /replica`; a member marked down has its sessions shut."""
+
+    def __init__(self, cluster: PatroniCluster) -> None:
+        binary = haproxy_binary()
+        if binary is None:
+            raise RuntimeError("haproxy is not installed (apt-get install haproxy)")
+        self._binary = binary
+        self.cluster = cluster
+        self.writer_port, self.reader_port, self.stats_port = free_port(), free_port(), free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix="messenger-patroni-haproxy-"))
+        self.config = self._dir / "haproxy.cfg"
+        self.config.write_text(render_haproxy(cluster.members, self.writer_port,
+                                              self.reader_port, self.stats_port))  # fmt: skip
+        self._managed = ManagedProcess("haproxy", self._dir / "haproxy.log")
+
+    def url(self, port: int) -> str:
+        return f"postgresql://{self.cluster.userinfo}@127.0.0.1:{port}/{DATABASE}"
+
+    @property
+    def writer_url(self) -> str:
+        return self.url(self.writer_port)
+
+    @property
+    def reader_url(self) -> str:
+        return self.url(self.reader_port)
+
+    def start(self, timeout_s: float = 15.0) -> Self:
+        subprocess.run([self._binary, "-c", "-q", "-f", str(self.config)], check=True, timeout=30)
+        self._managed.start([self._binary, "-db", "-f", str(self.config)], self._up, timeout_s)
+        return self
+
+    def states(self) -> dict[tuple[str, str], str]:
+        """(`writer`|`reader`, member) -> HAProxy's status (`UP`, `DOWN`, ...)."""
+        text = httpx.get(f"http://127.0.0.1:{self.stats_port}/stats;csv", timeout=2).text
+        rows = text.lstrip("# ").splitlines()
+        header = rows[0].split(",")
+        states = {}
+        for row in rows[1:]:
+            values = dict(zip(header, row.split(","), strict=False))
+            backend = values.get("pxname", "").removeprefix("postgres_")
+            if backend in ("writer", "reader") and values.get("svname", "").startswith("pg"):
+                states[(backend, values["svname"])] = values["status"]
+        return states
+
+    def _up(self) -> bool:
+        try:
+            states = self.states()
+        except httpx.HTTPError:
+            return False
+        return any(s == "UP" for (b, _), s in states.items() if b == "writer")
+
+    def logs(self) -> str:
+        return self._managed.logs()
+
+    def stop(self) -> None:
+        self._managed.stop(10)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def render_haproxy(members: list[Member], writer: int, reader: int, stats: int) -> str:
+    """The template with the listeners' ports and a `server` line per member (checked on its
+    Patroni REST API port)."""
+    lines = "\n".join(
+        f"    server {m.name} {m.address} check port {m.api_port}" for m in members
+    )
+    return string.Template(HAPROXY_TEMPLATE.read_text()).substitute(
+        writer_bind=f"127.0.0.1:{writer}",
+        reader_bind=f"127.0.0.1:{reader}",
+        stats_bind=f"127.0.0.1:{stats}",
+        servers=lines,
+    )
 
 
 async def _create_database(url: str) -> None:
@@ -562,3 +728,107 @@ def server_virtualenv(user: pwd.struct_passwd) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
     return target
 
+
+
+# -- for developers: `just db-up-ha`, `just db-down-ha` -----------------------------------------
+
+DEV_ROOT = ROOT / ".data" / "patroni"
+
+
+def _env_lines(cluster: PatroniCluster, haproxy: PatroniHAProxy | None) -> str:
+    lines = [
+        f"DATABASE_URL={cluster.host_list_url}",
+        f"# leader now: {cluster.leader().name}; members (patronictl -c"
+        f" {cluster.patronictl_config} list):",
+        *(f"#   {m.name} postgres {m.address} rest api {m.api}" for m in cluster.members),
+    ]
+    if haproxy is not None:
+        lines += [
+            "# or through HAProxy (Patroni's REST checks; stats on"
+            f" http://127.0.0.1:{haproxy.stats_port}/stats):",
+            f"# DATABASE_URL={haproxy.writer_url}",
+            f"# DATABASE_REPLICA_URLS={haproxy.reader_url}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _pids(root: Path) -> dict[str, int]:
+    try:
+        return {str(k): int(v) for k, v in json.loads((root / "pids.json").read_text()).items()}
+    except (OSError, ValueError):
+        return {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def dev_up(root: Path = DEV_ROOT) -> str:
+    """Start (or restart) the developer's Patroni cluster, etcd and HAProxy in the background;
+    the env lines for the service."""
+    if any(_alive(pid) for pid in _pids(root).values()):
+        raise SystemExit(f"already running (pids in {root / 'pids.json'}): just db-down-ha first")
+    cluster = PatroniCluster(root)
+    try:
+        cluster.start()
+        haproxy = PatroniHAProxy(cluster).start() if haproxy_binary() else None
+    except BaseException:
+        cluster.stop()
+        raise
+    processes = {"etcd": cluster.etcd._managed.popen}  # noqa: SLF001
+    processes |= {m.name: m.managed.popen for m in cluster.members}
+    if haproxy is not None:
+        processes["haproxy"] = haproxy._managed.popen  # noqa: SLF001
+    pids = {name: popen.pid for name, popen in processes.items() if popen is not None}
+    (root / "pids.json").write_text(json.dumps(pids))
+    env = _env_lines(cluster, haproxy)
+    (root / "postgres.env").write_text(env)
+    return env
+
+
+def dev_down(root: Path = DEV_ROOT) -> None:
+    """Stop what `dev_up` started: HAProxy, each Patroni (it stops its PostgreSQL), etcd last.
+    The data stays for the next `dev_up`."""
+    pids = _pids(root)
+    order = ["haproxy", *sorted(n for n in pids if n.startswith("pg")), "etcd"]
+    for name in order:
+        pid = pids.get(name)
+        if pid is None or not _alive(pid):
+            continue
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while _alive(pid) and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    (root / "pids.json").unlink(missing_ok=True)
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "up"
+    if command == "up":
+        reason = missing()
+        if reason is not None:
+            print(f"error: {reason}", file=sys.stderr)
+            return 1
+        print(dev_up(), end="")
+    elif command == "down":
+        dev_down()
+    elif command == "env":
+        print((DEV_ROOT / "postgres.env").read_text(), end="")
+    else:
+        print("usage: python -m tests.support.patroni up|down|env", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
