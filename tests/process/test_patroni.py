@@ -74,7 +74,8 @@ def patroni() -> Iterator[PatroniCluster]:
         cluster.start()
         yield cluster
     finally:
-        cluster.destroy()
+        # The members' logs outlive the run, for a failed drill (the cluster does not).
+        cluster.destroy(keep_logs=Path(tempfile.gettempdir()) / "messenger-patroni-logs")
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +246,7 @@ def test_patroni_drill(
 ) -> None:
     event = EVENTS[event_name]
     proxy = request.getfixturevalue("haproxy") if topology == "haproxy" else None
+    patroni.restore()
     leader = patroni.wait_healthy()
     sync = patroni.sync_standby()
     with RoleWatch(patroni.members) as watch, _serve(patroni, proxy) as server:
@@ -252,10 +254,12 @@ def test_patroni_drill(
         try:
             more(traffic, 90, "traffic before the event")
             event_at = time.time()
-            expected = event.act(patroni, leader, sync)
-            acted_at = time.time()
-            promoted, promoted_at = _promoted(watch, patroni.members, event_at)
-            event.after(patroni, leader)
+            try:
+                expected = event.act(patroni, leader, sync)
+                acted_at = time.time()
+                promoted, promoted_at = _promoted(watch, patroni.members, event_at)
+            finally:
+                event.after(patroni, leader)
             more(traffic, 150, "traffic after the promotion")
             new_leader = patroni.wait_leader(30)
         finally:

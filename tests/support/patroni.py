@@ -289,7 +289,11 @@ class Member:
                     "host all all 127.0.0.1/32 scram-sha-256",
                     "host replication all 127.0.0.1/32 scram-sha-256",
                 ],
-                "parameters": {"unix_socket_directories": "''", "log_min_messages": "warning"},
+                # TCP only, as the embedded cluster: Patroni quotes the value itself (a quoted
+                # '' would be a socket folder named '' inside the data directory, which
+                # pg_rewind then tries to copy).
+                "parameters": {"unix_socket_directories": "", "log_min_messages": "warning"},
+                "remove_data_directory_on_rewind_failure": True,
             },
             "tags": {"nofailover": False, "noloadbalance": False},
         }
@@ -469,6 +473,15 @@ class PatroniCluster(StartStop):
         assert names, f"no synchronous standby: {self.cluster_view()}"
         return self.member(names[0])
 
+    def restore(self) -> None:
+        """Every link to etcd whole and every member's Patroni running (after a drill that
+        failed half-way)."""
+        for link in self.links.values():
+            link.heal()
+        for member in self.members:
+            if not member.running():
+                member.start()
+
     def wait_leader(self, timeout_s: float = 60.0) -> Member:
         def found() -> Member | None:
             view = self.cluster_view()
@@ -494,8 +507,19 @@ class PatroniCluster(StartStop):
                 and any(m.get("role") == "sync_standby" for m in standbys)
             )
 
-        _wait(healthy, timeout_s, f"a healthy Patroni cluster: {self.cluster_view()}", 0.2)
+        try:
+            _wait(healthy, timeout_s, "a healthy Patroni cluster", 0.2)
+        except AssertionError as error:
+            raise AssertionError(f"{error}: {self.cluster_view()}\n{self.log_tails()}") from None
         return self.leader()
+
+    def log_tails(self, lines: int = 25) -> str:
+        """The end of each member's log, the HA loop's routine lines left out."""
+        parts = []
+        for member in self.members:
+            kept = [line for line in member.logs().splitlines() if "no action." not in line]
+            parts.append(f"--- {member.name}\n" + "\n".join(kept[-lines:]))
+        return "\n".join(parts)
 
     @property
     def host_list_url(self) -> str:
@@ -527,8 +551,12 @@ class PatroniCluster(StartStop):
         for link in self.links.values():
             link.close()
 
-    def destroy(self) -> None:
+    def destroy(self, keep_logs: Path | None = None) -> None:
+        """Stop everything and delete the data; the logs are copied to `keep_logs` first."""
         self.stop()
+        if keep_logs is not None:
+            shutil.rmtree(keep_logs, ignore_errors=True)
+            shutil.copytree(self.logs, keep_logs)
         shutil.rmtree(self.data_root, ignore_errors=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -603,7 +631,7 @@ class RoleWatch:
                     member.url, timeout=0.5, server_settings={"application_name": "role-watch"}
                 )
             in_recovery = await conn.fetchval("SELECT pg_is_in_recovery()", timeout=0.5)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except Exception:  # noqa: BLE001 - any failure (asyncpg's InternalClientError too) is "down"
             if conn is not None:
                 conn.terminate()
             connections[member.name] = None
