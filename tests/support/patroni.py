@@ -572,6 +572,7 @@ class RoleWatch:
         self._poll_s = poll_s
         self.changes: list[tuple[float, str, str]] = []  # (unix time, member, role)
         self.overlaps: list[tuple[float, list[str]]] = []  # two primaries seen in one round
+        self.rest_primary: list[tuple[float, str]] = []  # a member's /primary turned 200
         self._now: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -607,9 +608,16 @@ class RoleWatch:
 
     async def _run(self) -> None:
         connections: dict[str, asyncpg.Connection | None] = {m.name: None for m in self._members}
+        client = httpx.AsyncClient()
+        rest_before: dict[str, bool] = {}
         while not self._stop.is_set():
             at = time.time()
             roles = await asyncio.gather(*(self._probe(m, connections) for m in self._members))
+            rests = await asyncio.gather(*(self._rest(client, m) for m in self._members))
+            for member, primary in zip(self._members, rests, strict=True):
+                if primary and not rest_before.get(member.name, True):
+                    self.rest_primary.append((time.time(), member.name))
+                rest_before[member.name] = primary
             for member, role in zip(self._members, roles, strict=True):
                 if self._now.get(member.name) != role:
                     self._now[member.name] = role
@@ -618,10 +626,29 @@ class RoleWatch:
             if len(primaries) > 1:
                 self.overlaps.append((at, primaries))
             await asyncio.sleep(self._poll_s)
+        await client.aclose()
         for conn in connections.values():
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=1)
+
+    def patroni_primary(self, member: Member, after: float, timeout_s: float = 30.0) -> float:
+        """When `member`'s Patroni first answered `GET /primary` with 200 from `after` on:
+        Patroni's own view of the promotion, what HAProxy's check follows (waits for it)."""
+
+        def seen() -> float | None:
+            times = [t for t, name in list(self.rest_primary) if name == member.name and t >= after]
+            return min(times) if times else None
+
+        found: float = _wait(seen, timeout_s, f"{member.name}'s Patroni answering /primary", 0.01)
+        return found
+
+    async def _rest(self, client: httpx.AsyncClient, member: Member) -> bool:
+        try:
+            response = await client.get(f"{member.api}/primary", timeout=0.5)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
 
     async def _probe(self, member: Member, connections: dict[str, Any]) -> str:
         conn = connections[member.name]
