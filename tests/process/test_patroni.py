@@ -19,11 +19,12 @@ etcd cut: Patroni demotes it, the others elect a new leader once its key expires
 
 Every drill checks: only 2xx or 503 with Retry-After; every acknowledged send stored exactly
 once on the new leader (the unanswered ones resent with their keys, stored once too); the first
-acknowledged send within 2 s of the promotion (over a host list: the moment the new leader's
-PostgreSQL first answered as a primary, polled every 20 ms; through HAProxy: the moment its
-Patroni first answered `GET /primary` with 200, which is what HAProxy's check follows); never two primaries at once; at the end no
-connection of the writer pool on any member but the leader. The timelines are printed
-(`pytest -s`) as `[timing]` and are the numbers in docs/high-availability.md.
+acknowledged send within 2 s of the promotion (the moment the new leader's PostgreSQL first
+answered as a primary, polled every 20 ms; through HAProxy, or its Patroni's first 200 on
+`GET /primary` if that came later: what HAProxy's check follows); never two primaries at
+once; at the end no connection of the writer pool on any member but the leader. The
+timelines are printed (`pytest -s`) as `[timing]` and are the numbers in
+docs/high-availability.md.
 """
 
 from __future__ import annotations
@@ -182,7 +183,9 @@ def _check_answers(outcomes: list[Outcome]) -> None:
     assert not wrong, wrong[:5]
 
 
-def _check_exactly_once(traffic: Traffic, leader: Member, outcomes: list[Outcome]) -> dict[str, int]:
+def _check_exactly_once(
+    traffic: Traffic, leader: Member, outcomes: list[Outcome]
+) -> dict[str, int]:
     sends = [o for o in outcomes if o.kind == "send" and o.key is not None]
     acknowledged = {o.key for o in sends if o.status in _ANSWERED}
     unanswered = {o.key for o in sends if o.status not in _ANSWERED} - acknowledged
@@ -273,10 +276,10 @@ def test_patroni_drill(
     assert not watch.overlaps, f"two primaries at once: {watch.overlaps[:3]}"
     assert set(elsewhere.values()) <= {0}, f"writer connections off the leader: {elsewhere}"
     first_write_s = _first_write_after(outcomes, promoted_at)
-    # The promotion the goal counts from: over a host list, the new leader's PostgreSQL
-    # answering as a primary (what the service's monitor sees); through HAProxy, Patroni
-    # answering `GET /primary` with 200 (what HAProxy's check sees; Patroni reports it up to
-    # a loop_wait after its PostgreSQL was promoted).
+    # The promotion the goal counts from: the new leader's PostgreSQL answering as a primary
+    # (what the service's monitor sees); through HAProxy, its Patroni answering `GET /primary`
+    # with 200 if that came later (what HAProxy's check sees; in practice Patroni reports the
+    # role as it asks PostgreSQL to promote, a little before).
     reference_at = promoted_at if proxy is None else max(promoted_at, patroni_at)
     first_write_goal_s = _first_write_after(outcomes, reference_at)
     last_write_before = max(
@@ -292,7 +295,9 @@ def test_patroni_drill(
         promotion_after_event_ms=round((promoted_at - event_at) * 1000),
         patroni_reported_after_promotion_ms=round((patroni_at - promoted_at) * 1000),
         first_write_after_promotion_ms=round(first_write_s * 1000),
-        first_write_after_patroni_reported_ms=round((promoted_at + first_write_s - patroni_at) * 1000),
+        first_write_after_patroni_reported_ms=round(
+            (promoted_at + first_write_s - patroni_at) * 1000
+        ),
         first_write_after_event_ms=round((promoted_at + first_write_s - event_at) * 1000),
         writes_stopped_after_event_ms=round((last_write_before - event_at) * 1000),
         sends=sends,

@@ -75,7 +75,7 @@ def missing() -> str | None:
 
 
 def free_port() -> int:
-    return embedded._free_port()  # noqa: SLF001 - the same helper the embedded cluster uses
+    return embedded._free_port()
 
 
 def _wait(condition: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.05) -> Any:
@@ -212,14 +212,17 @@ class Member:
     pg_port: int
     api_port: int
     etcd: str  # host:port this member's Patroni reaches etcd at
+    host: str = "127.0.0.1"  # every loopback address is this machine's (127.0.0.0/8)
     managed: ManagedProcess = field(init=False)
 
     def __post_init__(self) -> None:
-        self.managed = ManagedProcess(f"patroni {self.name}", self.cluster.logs / f"{self.name}.log")
+        self.managed = ManagedProcess(
+            f"patroni {self.name}", self.cluster.logs / f"{self.name}.log"
+        )
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.pg_port}"
+        return f"{self.host}:{self.pg_port}"
 
     @property
     def url(self) -> str:
@@ -227,7 +230,7 @@ class Member:
 
     @property
     def api(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"http://{self.host}:{self.api_port}"
 
     @property
     def data_dir(self) -> Path:
@@ -243,8 +246,10 @@ class Member:
             "scope": SCOPE,
             "name": self.name,
             "log": {"level": "INFO", "format": "%(asctime)s %(levelname)s: %(message)s"},
-            "restapi": {"listen": f"127.0.0.1:{self.api_port}",
-                        "connect_address": f"127.0.0.1:{self.api_port}"},
+            "restapi": {
+                "listen": f"{self.host}:{self.api_port}",
+                "connect_address": f"{self.host}:{self.api_port}",
+            },
             # use_proxies: the hosts are all there is (no discovery of etcd's own addresses,
             # which would go around the link a drill cuts).
             "etcd3": {"hosts": [self.etcd], "use_proxies": True},
@@ -286,8 +291,8 @@ class Member:
                     "rewind": {"username": SUPERUSER, "password": password},
                 },
                 "pg_hba": [
-                    "host all all 127.0.0.1/32 scram-sha-256",
-                    "host replication all 127.0.0.1/32 scram-sha-256",
+                    "host all all 127.0.0.0/8 scram-sha-256",
+                    "host replication all 127.0.0.0/8 scram-sha-256",
                 ],
                 # TCP only, as the embedded cluster: Patroni quotes the value itself (a quoted
                 # '' would be a socket folder named '' inside the data directory, which
@@ -372,12 +377,14 @@ class PatroniCluster(StartStop):
     """`with PatroniCluster(root) as cluster:` three members, bootstrapped, migrated, the
     standbys streaming. `links=True` puts an `EtcdLink` between each member and etcd."""
 
-    def __init__(self, root: Path, *, members: int = 3, links: bool = False) -> None:
+    def __init__(
+        self, root: Path, *, members: int = 3, links: bool = False, own_hosts: bool = False
+    ) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.logs = self.root / "logs"
         self.logs.mkdir(exist_ok=True)
-        self.user = pwd.getpwnam(embedded._ensure_system_user()) if os.geteuid() == 0 else None  # noqa: SLF001
+        self.user = pwd.getpwnam(embedded._ensure_system_user()) if os.geteuid() == 0 else None
         if self.user is None:
             self.data_root = self.root / "data"
         else:
@@ -385,6 +392,9 @@ class PatroniCluster(StartStop):
             self.data_root = embedded.SERVER_HOME / "patroni" / digest
         self.etcd = Etcd(self.root / "etcd")
         self._links_wanted = links
+        self._own_hosts = own_hosts
+        """Each member on a loopback address of its own (127.0.0.11, .12, ...), all on one
+        PostgreSQL port, as separate machines would be: a name can then move between them."""
         self.links: dict[str, EtcdLink] = {}
         self.members: list[Member] = []
         self._count = members
@@ -392,7 +402,7 @@ class PatroniCluster(StartStop):
         self.bin_dir = embedded.bin_dir()
         password_file = self.root / "password"
         if not password_file.exists():
-            embedded._write_private(password_file, secrets.token_urlsafe(24) + "\n")  # noqa: SLF001
+            embedded._write_private(password_file, secrets.token_urlsafe(24) + "\n")
         self.password = password_file.read_text().strip()
 
     @property
@@ -408,8 +418,8 @@ class PatroniCluster(StartStop):
             self.data_root.mkdir(parents=True, exist_ok=True)
             return
         for folder in (embedded.SERVER_HOME, embedded.SERVER_HOME / "patroni", self.data_root):
-            embedded._own_folder(folder, self.user)  # noqa: SLF001
-        self.bin_dir = embedded._server_binaries(self.user)  # noqa: SLF001
+            embedded._own_folder(folder, self.user)
+        self.bin_dir = embedded._server_binaries(self.user)
         self.python = [str(server_virtualenv(self.user) / "bin" / "python")]
 
     def _layout(self) -> list[Member]:
@@ -417,22 +427,27 @@ class PatroniCluster(StartStop):
         if state.exists():
             ports = json.loads(state.read_text())
         else:
-            ports = {f"pg{i}": [free_port(), free_port()] for i in range(self._count)}
+            shared = free_port()
+            ports = {
+                f"pg{i}": [shared if self._own_hosts else free_port(), free_port()]
+                for i in range(self._count)
+            }
             state.write_text(json.dumps(ports))
         members = []
-        for name, (pg_port, api_port) in ports.items():
+        for index, (name, (pg_port, api_port)) in enumerate(ports.items()):
             etcd = self.etcd.endpoint
             if self._links_wanted:
                 self.links[name] = EtcdLink(self.etcd.endpoint)
                 etcd = self.links[name].endpoint
-            members.append(Member(self, name, pg_port, api_port, etcd))
+            host = f"127.0.0.{11 + index}" if self._own_hosts else "127.0.0.1"
+            members.append(Member(self, name, pg_port, api_port, etcd, host))
         return members
 
     def start(self, timeout_s: float = 120.0) -> Self:
         self._prepare()
         self.etcd.start()
         self.members = self._layout()
-        first, *others = self.members
+        first = self.members[0]
         if not (first.data_dir / "PG_VERSION").exists():
             first.start()  # the first one bootstraps (initdb); the others clone it
             self.wait_leader(timeout_s)
@@ -622,7 +637,9 @@ class RoleWatch:
                 if self._now.get(member.name) != role:
                     self._now[member.name] = role
                     self.changes.append((at, member.name, role))
-            primaries = [m.name for m, r in zip(self._members, roles, strict=True) if r == "primary"]
+            primaries = [
+                m.name for m, r in zip(self._members, roles, strict=True) if r == "primary"
+            ]
             if len(primaries) > 1:
                 self.overlaps.append((at, primaries))
             await asyncio.sleep(self._poll_s)
@@ -658,7 +675,7 @@ class RoleWatch:
                     member.url, timeout=0.5, server_settings={"application_name": "role-watch"}
                 )
             in_recovery = await conn.fetchval("SELECT pg_is_in_recovery()", timeout=0.5)
-        except Exception:  # noqa: BLE001 - any failure (asyncpg's InternalClientError too) is "down"
+        except Exception:
             if conn is not None:
                 conn.terminate()
             connections[member.name] = None
@@ -731,9 +748,7 @@ class PatroniHAProxy(StartStop):
 def render_haproxy(members: list[Member], writer: int, reader: int, stats: int) -> str:
     """The template with the listeners' ports and a `server` line per member (checked on its
     Patroni REST API port)."""
-    lines = "\n".join(
-        f"    server {m.name} {m.address} check port {m.api_port}" for m in members
-    )
+    lines = "\n".join(f"    server {m.name} {m.address} check port {m.api_port}" for m in members)
     return string.Template(HAPROXY_TEMPLATE.read_text()).substitute(
         writer_bind=f"127.0.0.1:{writer}",
         reader_bind=f"127.0.0.1:{reader}",
@@ -782,7 +797,6 @@ def server_virtualenv(user: pwd.struct_passwd) -> Path:
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
     return target
-
 
 
 # -- for developers: `just db-up-ha`, `just db-down-ha` -----------------------------------------
@@ -836,10 +850,10 @@ def dev_up(root: Path = DEV_ROOT) -> str:
     except BaseException:
         cluster.stop()
         raise
-    processes = {"etcd": cluster.etcd._managed.popen}  # noqa: SLF001
+    processes = {"etcd": cluster.etcd._managed.popen}
     processes |= {m.name: m.managed.popen for m in cluster.members}
     if haproxy is not None:
-        processes["haproxy"] = haproxy._managed.popen  # noqa: SLF001
+        processes["haproxy"] = haproxy._managed.popen
     pids = {name: popen.pid for name, popen in processes.items() if popen is not None}
     (root / "pids.json").write_text(json.dumps(pids))
     env = _env_lines(cluster, haproxy)
