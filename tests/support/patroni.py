@@ -588,6 +588,7 @@ class RoleWatch:
         self.changes: list[tuple[float, str, str]] = []  # (unix time, member, role)
         self.overlaps: list[tuple[float, list[str]]] = []  # two primaries seen in one round
         self.rest_primary: list[tuple[float, str]] = []  # a member's /primary turned 200
+        self._rest_now: dict[str, bool] = {}
         self._now: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -624,7 +625,7 @@ class RoleWatch:
     async def _run(self) -> None:
         connections: dict[str, asyncpg.Connection | None] = {m.name: None for m in self._members}
         client = httpx.AsyncClient()
-        rest_before: dict[str, bool] = {}
+        rest_before = self._rest_now
         while not self._stop.is_set():
             at = time.time()
             roles = await asyncio.gather(*(self._probe(m, connections) for m in self._members))
@@ -655,7 +656,11 @@ class RoleWatch:
 
         def seen() -> float | None:
             times = [t for t, name in list(self.rest_primary) if name == member.name and t >= after]
-            return min(times) if times else None
+            if times:
+                return min(times)
+            if self._rest_now.get(member.name):
+                return after  # it answered 200 all along (PostgreSQL restarted in place)
+            return None
 
         found: float = _wait(seen, timeout_s, f"{member.name}'s Patroni answering /primary", 0.01)
         return found
