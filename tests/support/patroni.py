@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -388,7 +389,7 @@ class PatroniCluster(StartStop):
         if self.user is None:
             self.data_root = self.root / "data"
         else:
-            digest = embedded.hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+            digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
             self.data_root = embedded.SERVER_HOME / "patroni" / digest
         self.etcd = Etcd(self.root / "etcd")
         self._links_wanted = links
