@@ -198,8 +198,8 @@ def _known_stale_reads(stale: list[Outcome]) -> None:
     recovered and started by Patroni as a hot standby before `pg_rewind`, is on a timeline
     that forked from the new leader's, with a replay position beyond the new leader's own.
     The monitor counts it caught up (its position is past every token), so a read with a
-    token of a new write can be served there without that write. Seen in about one run in
-    four of the Patroni-killed drill over a host list. Fix: a standby whose replay position
+    token of a new write can be served there without that write. Seen in the Patroni-killed
+    drill over a host list (the last two runs of eight). Fix: a standby whose replay position
     is ahead of the primary's is not following it (out of rotation), with the primary
     probed before the standbys in each round."""
     if stale:
