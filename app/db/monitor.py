@@ -158,7 +158,14 @@ class ClusterMonitor:
         """One round: probe, let the roles follow, sample the primary, update replicas."""
         probes = await self.probe_members()
         self._roles.observe(probes)
-        history = self._sample_primary(probes.get(self._roles.writer_member))
+        writer = self._roles.writer_member
+        history = self._sample_primary(probes.get(writer))
+        if history and any(
+            p.in_recovery and p.position > history[-1][1] for p in probes.values() if p.answered
+        ):
+            # Probed at once, a standby may have replayed past the primary's sample of this
+            # round; the primary's position now settles it (see `_update`).
+            history = self._sample_primary(await self._probe(writer))
         for state in self._roles.replicas.states:
             probe = probes.get(state.member)
             if probe is not None:
@@ -210,6 +217,10 @@ class ClusterMonitor:
             state.lag_bytes = max(0, history[-1][1] - probe.position)
         if not probe.in_recovery:
             state.mark(healthy=False, reason="not in recovery (promoted?)")
+        elif history and probe.position > history[-1][1]:
+            # Replayed past where the primary is now: not on the primary's timeline (an old
+            # primary started as a standby before its rewind). It would pass every token.
+            state.mark(healthy=False, reason="ahead of the primary (another timeline)")
         elif state.lag_seconds > self._max_lag_s:
             state.mark(healthy=False, reason=f"lag {state.lag_seconds:.1f}s")
         else:

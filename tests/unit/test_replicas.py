@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from prometheus_client import REGISTRY
@@ -149,3 +149,23 @@ def test_behind_every_remembered_position_the_replicas_own_view_bounds_it() -> N
 def test_without_the_primary_the_replicas_own_view_is_used() -> None:
     assert replica_lag([], 1_000, now=10.0, own_lag_s=0.0) == 0.0
     assert replica_lag([], 1_000, now=10.0, own_lag_s=4.2) == 4.2
+
+
+def test_a_standby_ahead_of_the_primary_is_out_of_rotation() -> None:
+    """An old primary started as a standby before its rewind has replayed past where the new
+    primary is: it is on another timeline and would pass every token, so it serves nothing."""
+    from app.db.monitor import ClusterMonitor, MemberProbe
+
+    replicas, _ = replica_set(0)
+    state = replicas.states[0]
+    monitor = ClusterMonitor(cast("Any", None), {}, interval_s=1.0, max_lag_s=5.0)
+    now = time.monotonic()
+    ahead = MemberProbe("old-primary:5432", now, answered=True, in_recovery=True, position=200)
+    monitor._update(state, ahead, [(now, 100)])
+    assert (state.healthy, state.reason) == (False, "ahead of the primary (another timeline)")
+    later = time.monotonic()  # rewound and following: a probe begun after the verdict
+    caught_up = MemberProbe(
+        "old-primary:5432", later, answered=True, in_recovery=True, position=100
+    )
+    monitor._update(state, caught_up, [(now, 100)])
+    assert state.healthy
