@@ -76,6 +76,14 @@ db-failover: sync-run
 db-rejoin: sync-run
     uv run --no-sync messenger db rejoin
 
+# A Patroni cluster (three members, etcd, HAProxy on Patroni's REST checks) under .data/patroni, in the background; prints its URLs
+db-up-ha: sync
+    uv run --locked python -m tests.support.patroni up
+
+# Stop the Patroni cluster, etcd and HAProxy (the data stays for the next db-up-ha)
+db-down-ha: sync
+    uv run --locked python -m tests.support.patroni down
+
 # Two instances (WORKERS=2 each) on the embedded cluster behind HAProxy (deploy/haproxy/) on :8080; `kill -HUP` the runner for a rolling restart
 fleet: sync fleet-haproxy
     uv run --locked python -m tests.support.fleet

@@ -19,7 +19,6 @@ from typing import Annotated, Any
 
 import msgspec
 from confusable_homoglyphs import confusables
-from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import PathParameter, QueryParameter
 from litestar.typing import FieldDefinition

@@ -134,7 +134,14 @@ class ClusterMonitor:
         """One round: probe, let the roles follow, sample the primary, judge the replicas."""
         probes = await self.probe_members()
         self._observe(probes)
-        history = self._sample_primary(probes.get(self._state.snapshot.writer_member))
+        writer = self._state.snapshot.writer_member
+        history = self._sample_primary(probes.get(writer))
+        if history and any(
+            p.in_recovery and p.position > history[-1][1] for p in probes.values() if p.answered
+        ):
+            # Probed at once, a standby may have replayed past the primary's sample of this
+            # round; the primary's position now settles it (see `_judge`).
+            history = self._sample_primary(await self._probe(writer))
         if history:
             self._state.primary_sampled(history[-1][1])
         for replica in self._state.snapshot.replicas:
@@ -187,6 +194,10 @@ class ClusterMonitor:
         lag_bytes = max(0, history[-1][1] - probe.position) if history else None
         if not probe.in_recovery:
             healthy, reason = False, "not in recovery (promoted?)"
+        elif history and probe.position > history[-1][1]:
+            # Replayed past where the primary is now: not on the primary's timeline (an old
+            # primary started as a standby before its rewind). It would pass every token.
+            healthy, reason = False, "ahead of the primary (another timeline)"
         elif lag_s > self._max_lag_s:
             healthy, reason = False, f"lag {lag_s:.1f}s"
         else:

@@ -27,14 +27,14 @@ import asyncpg
 import structlog
 
 from app.config import Settings
-from app.db.connection import Connection, Query
 from app.db.cluster import Database
-from app.schema.find_primary import find_primary
-from app.schema.migrate import ssl_context
+from app.db.connection import Connection, Query
 from app.db.session import DbSession
 from app.domain.notify import EVENTS_CHANNEL
 from app.dsn import parse_host_list
 from app.events.position import CHAT_JOINED, MESSAGE, Position
+from app.schema.find_primary import find_primary
+from app.schema.migrate import ssl_context
 
 log = structlog.get_logger("app.events")
 

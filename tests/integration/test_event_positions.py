@@ -123,9 +123,7 @@ async def _setup(primary: Any) -> Run:
     reader, senders = ids[0], ids[1:]
     chats = []
     for index in range(CHATS):
-        row = await primary.fetchrow(
-            _CREATE.sql, f"chat {index}", sorted(ids), len(ids), reader
-        )
+        row = await primary.fetchrow(_CREATE.sql, f"chat {index}", sorted(ids), len(ids), reader)
         chats.append(row[0])
     return Run(reader, chats, senders)
 

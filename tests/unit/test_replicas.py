@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from app.db.cluster_state import ClusterState, ReplicaView
-from app.db.monitor import replica_lag
+from app.db.monitor import ClusterMonitor, MemberProbe, replica_lag
 from app.db.pool import Pool
 
 
@@ -157,3 +157,20 @@ def test_behind_every_remembered_position_the_replicas_own_view_bounds_it() -> N
 def test_without_the_primary_the_replicas_own_view_is_used() -> None:
     assert replica_lag([], 1_000, now=10.0, own_lag_s=0.0) == 0.0
     assert replica_lag([], 1_000, now=10.0, own_lag_s=4.2) == 4.2
+
+
+def test_a_standby_ahead_of_the_primary_is_out_of_rotation() -> None:
+    """An old primary started as a standby before its rewind has replayed past where the new
+    primary is: it is on another timeline and would pass every token, so it serves nothing."""
+    state = cluster("replica-0")
+    view = replica(state, "replica-0")
+    monitor = ClusterMonitor(state, lambda _: None, {}, interval_s=1.0, max_lag_s=5.0)
+    now = time.monotonic()
+    ahead = MemberProbe(view.member, now, answered=True, in_recovery=True, position=200)
+    monitor._judge(view, ahead, [(now, 100)])
+    after = replica(state, "replica-0")
+    assert (after.healthy, after.reason) == (False, "ahead of the primary (another timeline)")
+    later = time.monotonic()  # rewound and following: a probe begun after the verdict
+    caught_up = MemberProbe(view.member, later, answered=True, in_recovery=True, position=100)
+    monitor._judge(after, caught_up, [(now, 100)])
+    assert replica(state, "replica-0").healthy
