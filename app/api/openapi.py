@@ -40,7 +40,9 @@ def _assets() -> Path:
 
 
 _FAVICON = f"<link rel='icon' type='image/png' href='{STATIC_PATH}/favicon-32x32.png'>"
-_OPERATOR_PREFIXES = ("/health", "/metrics")  # probes and metrics: no session, no token
+# No consistency token: probes and metrics have no session; the event stream is positioned by
+# its own `Last-Event-ID` (docs/events.md), not by a WAL position.
+_NO_TOKEN_PREFIXES = ("/health", "/metrics", "/events")
 
 DESCRIPTION = """\
 A messenger: accounts, chats and their messages.
@@ -127,7 +129,7 @@ def finish_document(app: Litestar) -> None:
     """
     for path, item in (app.openapi_schema.paths or {}).items():
         item.head = None
-        if path.startswith(_OPERATOR_PREFIXES):
+        if path.startswith(_NO_TOKEN_PREFIXES):
             continue
         if item.get is not None:
             _add_request_header(item.get)
