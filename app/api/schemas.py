@@ -124,7 +124,8 @@ DisplayName = Annotated[
     str,
     _text(
         DISPLAY_NAME_MAX,
-        "1 to 64 characters, counted in NFC (stored so); no control or format characters",
+        "1 to 64 characters, counted in NFC (stored so); no control or format characters; "
+        "not mixing scripts with look-alike letters (Unicode TR39 confusables)",
     ),
 ]
 Title = Annotated[
