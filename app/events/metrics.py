@@ -46,6 +46,6 @@ HORIZON_AGE = Gauge(
 )
 PASSES = Counter(
     "events_hub_passes_total",
-    "Reads of new events by the worker's hub, by outcome (events, empty, error).",
+    "Passes of the worker's hub, by outcome (events, empty, error; idle: no stream, nothing read).",
     ["outcome"],
 )
