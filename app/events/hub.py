@@ -205,7 +205,8 @@ class Hub:
 
     def _notified(self, xid: int) -> None:
         self._notified_xid = max(self._notified_xid, xid)
-        self._wake.set()
+        if self._count:  # with no stream open a send wakes nothing (one per send otherwise)
+            self._wake.set()
 
     async def _run(self) -> None:
         repoll_s = REPOLL_FIRST_S
