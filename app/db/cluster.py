@@ -39,7 +39,10 @@ from app.process.periodic import Periodic
 
 log = structlog.get_logger("app.db")
 
-_PRIMARY_POSITION: Scalar[int] = Scalar("SELECT pg_current_wal_lsn()", int)
+# The insert position, not the written one: a token the service made (the event hub's
+# horizon is an insert position) may be past what the WAL writer wrote out yet (an
+# asynchronous commit, such as a NOTIFY's), and must not be refused as ahead of the primary.
+_PRIMARY_POSITION: Scalar[int] = Scalar("SELECT pg_current_wal_insert_lsn()", int)
 WAIT_FOR_PRIMARY_RETRY_S = 0.5
 
 __all__ = ["PROBE_TIMEOUT_S", "WRITER", "Database"]

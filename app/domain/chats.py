@@ -5,9 +5,7 @@ from __future__ import annotations
 from app.db.connection import Connection, Query, Scalar
 from app.db.session import DbSession
 from app.domain.errors import ConflictError, ForbiddenError, NotFoundError
-from app.domain.notify import notify_from
 from app.domain.records import Chat, ChatPage
-from app.schema.tables import XID_DEFAULT
 
 # A chat record is the chats row with its member ids (ascending) before `created_at`.
 _MEMBERS_OF_C = "ARRAY(SELECT user_id FROM chat_members WHERE chat_id = c.id ORDER BY user_id)"
@@ -16,9 +14,9 @@ _CHAT_COLUMNS = f"c.id, c.title, {_MEMBERS_OF_C}, c.created_at"
 # One statement, atomic on its own: the chat is inserted only when every member exists and
 # none of them blocked the creator. $1 title, $2 distinct member ids, $3 their count,
 # $4 the creator.
-# The new memberships wake the event streams (`app.domain.notify`).
+# The caller wakes the event streams after it (`Hub.announce`).
 _CREATE = Query(
-    "WITH found AS ("  # noqa: S608 - constants only
+    "WITH found AS ("
     "  SELECT id FROM users WHERE id = ANY($2::bigint[])"
     "), c AS ("
     "  INSERT INTO chats (title) SELECT $1::text"
@@ -30,8 +28,7 @@ _CREATE = Query(
     "  INSERT INTO chat_members (chat_id, user_id) SELECT c.id, found.id FROM c, found"
     "  RETURNING user_id"
     ")"
-    " SELECT c.id, c.title, ARRAY(SELECT user_id FROM m ORDER BY user_id), c.created_at FROM c"
-    f" {notify_from(XID_DEFAULT)}",
+    " SELECT c.id, c.title, ARRAY(SELECT user_id FROM m ORDER BY user_id), c.created_at FROM c",
     Chat,
 )
 _BLOCKED_BY = Scalar(

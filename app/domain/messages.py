@@ -5,7 +5,6 @@ from __future__ import annotations
 from app.db.connection import Connection, Query, Scalar
 from app.db.session import DbSession
 from app.domain.errors import ConflictError, NotFoundError
-from app.domain.notify import notify_from
 from app.domain.records import Message, MessagePage
 from app.schema.tables import column_list, messages
 
@@ -14,15 +13,13 @@ _COLUMNS = column_list(messages)
 
 # Membership check and insert in one statement; a repeated client_msg_id inserts nothing.
 # $1 chat_id, $2 sender_id, $3 body, $4 client_msg_id.
-# The stored row also wakes the event streams (`app.domain.notify`), in the same statement.
+# The caller wakes the event streams after the commit (`Hub.announce`).
 _SEND = Query(
-    "WITH sent AS ("  # noqa: S608 - constant column list
-    "  INSERT INTO messages (chat_id, sender_id, body, client_msg_id)"
-    "  SELECT $1, $2, $3, $4"
-    "  WHERE EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2)"
-    "  ON CONFLICT (sender_id, client_msg_id) DO NOTHING"
-    f"  RETURNING {_COLUMNS}, xid"
-    f") SELECT {_COLUMNS} FROM sent {notify_from('sent.xid')}",
+    "INSERT INTO messages (chat_id, sender_id, body, client_msg_id)"  # noqa: S608 - constant column list
+    " SELECT $1, $2, $3, $4"
+    " WHERE EXISTS (SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2)"
+    " ON CONFLICT (sender_id, client_msg_id) DO NOTHING"
+    f" RETURNING {_COLUMNS}",
     Message,
 )
 # Why a send inserted nothing, in one statement: does the chat exist, is the sender a member,

@@ -30,6 +30,7 @@ import structlog
 from app.config import Settings
 from app.db.cluster import Database
 from app.events import metrics
+from app.events.announcer import Announcer
 from app.events.source import EventRow, EventSource, Horizon, Listener
 
 log = structlog.get_logger("app.events")
@@ -105,6 +106,10 @@ class Hub:
             if self._listen_url is not None
             else None
         )
+        self.announcer = Announcer(
+            lambda: self.source.announce(self.listener),
+            idle_check_s=self.settings.poll_interval_s,
+        )
         self.horizon: Horizon | None = None
         self._by_user: dict[int, set[Stream]] = {}
         self._joining: list[Stream] = []
@@ -138,10 +143,12 @@ class Hub:
             loop.create_task(self._run(), name="events-hub"),
             loop.create_task(self._watch_drain(), name="events-drain"),
         ]
+        self.announcer.start()
 
     async def stop(self) -> None:
         self._stopping = True
         self.end_all("shutdown")
+        await self.announcer.stop()  # what is pending still goes out, before the listener
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -202,6 +209,11 @@ class Hub:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def announce(self) -> None:
+        """A write committed events (a message, new members): wake every hub of the
+        cluster, this one included, with one notification for many writes (`Announcer`)."""
+        self.announcer.announce()
 
     def _notified(self, xid: int) -> None:
         self._notified_xid = max(self._notified_xid, xid)

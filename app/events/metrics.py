@@ -49,3 +49,9 @@ PASSES = Counter(
     "Passes of the worker's hub, by outcome (events, empty, error; idle: no stream, nothing read).",
     ["outcome"],
 )
+ANNOUNCEMENTS = Counter(
+    "events_announcements_total",
+    "Notifications this worker sent to wake the hubs after its writes (one for many writes), "
+    "by outcome (sent, error).",
+    ["outcome"],
+)

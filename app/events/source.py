@@ -9,6 +9,8 @@
   replica can delay a read but never make it miss a row.
 - `Listener`: one dedicated connection per worker that `LISTEN`s on the primary, found anew
   on every reconnect (a failover moves it), used as a wake-up only.
+- `EventSource.announce(...)`: the wake-up itself, `pg_notify` on `EVENTS_CHANNEL`, sent by
+  `app.events.announcer` after writes commit.
 
 Only `DbSession.read` and the settings are used here, so the data layer may change beneath.
 """
@@ -28,15 +30,17 @@ import structlog
 
 from app.config import Settings
 from app.db.cluster import Database
-from app.db.connection import Connection, Query
+from app.db.connection import Connection, Query, Scalar
 from app.db.session import DbSession
-from app.domain.notify import EVENTS_CHANNEL
 from app.dsn import parse_host_list
 from app.events.position import CHAT_JOINED, MESSAGE, Position
 from app.schema.find_primary import find_primary
 from app.schema.migrate import ssl_context
 
 log = structlog.get_logger("app.events")
+
+EVENTS_CHANNEL = "messenger_events"
+"""The channel every hub listens on and every announcer notifies."""
 
 
 class Horizon(NamedTuple):
@@ -78,6 +82,13 @@ _HORIZON = Query(
     "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint,"
     " pg_current_wal_insert_lsn() FROM pg_current_snapshot() AS s",
     Horizon,
+)
+
+# The wake-up: the newest transaction id that can have committed before it, as text.
+_ANNOUNCE: Scalar[None] = Scalar(
+    f"SELECT pg_notify('{EVENTS_CHANNEL}',"
+    " (pg_snapshot_xmax(pg_current_snapshot())::text::bigint - 1)::text)",
+    lambda _void: None,
 )
 
 # Every event of [$1, $2) (transaction ids) for the users $3: a member receives the messages
@@ -139,6 +150,21 @@ class EventSource:
             return found
 
         return await DbSession(self._db).read(read, on_primary=True)
+
+    async def announce(self, listener: Listener | None = None) -> None:
+        """Notify every listener of the cluster: on the listener's own connection while it
+        is up, else through the writer pool (PgBouncer passes a `NOTIFY` on, at commit)."""
+        if listener is not None and listener.state.connected:
+            try:
+                await listener.execute(_ANNOUNCE.sql)
+                return
+            except Exception as error:  # the listener reconnects; the pool sends this one
+                log.info("events: notifying on the listener failed", error=type(error).__name__)
+
+        async def notify(conn: Connection) -> None:
+            await conn.fetch_scalar(_ANNOUNCE)
+
+        await DbSession(self._db).write(notify, idempotent=True)
 
     async def live(self, start: int, below: Horizon, users: list[int]) -> list[EventRow]:
         """Every event of transactions in [`start`, `below.xmin`) for any of `users`."""
@@ -209,6 +235,14 @@ class Listener:
         async with self._lock, asyncio.timeout(self._check_interval_s):
             found = await conn.fetchrow(_HORIZON.sql)
         return Horizon(*found)
+
+    async def execute(self, sql: str) -> None:
+        """Run `sql` on the listening connection (a primary, checked each second)."""
+        conn = self._conn
+        if conn is None:
+            raise ConnectionError("the listener is not connected")
+        async with self._lock, asyncio.timeout(self._check_interval_s):
+            await conn.execute(sql)
 
     async def wait_connected(self, timeout_s: float) -> bool:
         """Wait up to `timeout_s` for the first connection; whether it is up."""

@@ -108,7 +108,7 @@ def test_resuming_with_last_event_id_delivers_every_missed_message_exactly_once(
             with _resumed(server, bob, last) as stream:
                 for _ in range(5):
                     event = stream.next()
-                    assert event.event == "message"
+                    assert event.event == "message", event.data
                     received.append(event.json()["id"])
                     last = event.id
                     positions.append(_position(last))
