@@ -60,6 +60,7 @@ class ChatController(ApiController):
         request: Request[Caller, Any, Any],
     ) -> None:
         await chats.leave(chat_id, request.user.id)
+        _announce(request)
 
     @read(
         "/{chat_id:str}",

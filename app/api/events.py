@@ -6,7 +6,8 @@ it missed exactly once, in order, then the live stream. The first event of a str
 one is `ready`, whose id is where the stream began: resuming from it loses nothing either.
 
 Events: `ready`, `message` (a message of a chat the caller is a member of), `chat_joined`
-(the caller became a member of a chat), `resync` (the id sent is not one this service can
+(the caller became a member of a chat), `chat_left` (the caller left one: no message of it
+follows), `resync` (the id sent is not one this service can
 resume from: reload from the REST API, then go on from this event's id), `end` (the service
 ends the stream: `token_expired`, `slow_consumer`, `shutdown`, `unavailable`; reconnect after
 `retry:`, with a fresh token for `token_expired`). Comments (`: keep-alive`) every
@@ -33,11 +34,11 @@ from app.api.controller import ApiController
 from app.api.problems import problem_response, problem_responses
 from app.events import metrics
 from app.events.hub import Hub, Stream, StreamLimitError
-from app.events.position import CHAT_JOINED, InvalidPositionError, Position
+from app.events.position import CHAT_JOINED, CHAT_LEFT, InvalidPositionError, Position
 from app.events.source import EventRow, Horizon
 
 CATCH_UP_BATCH = 500
-_KIND_NAMES = {CHAT_JOINED: "chat_joined"}
+_KIND_NAMES = {CHAT_JOINED: "chat_joined", CHAT_LEFT: "chat_left"}
 _encode = msgspec.json.Encoder().encode
 
 log = structlog.get_logger("app.api.events")
@@ -58,7 +59,8 @@ class EventController(ApiController):
                 data_container=str,
                 media_type="text/event-stream",
                 description="`text/event-stream`: events `ready`, `message`, `chat_joined`, "
-                "`resync`, `end`, each with an `id:` to resume from (docs/events.md)",
+                "`chat_left`, `resync`, `end`, each with an `id:` to resume from "
+                "(docs/events.md)",
             ),
             **problem_responses(429, 503),
         },
@@ -108,6 +110,13 @@ def _message(row: EventRow) -> ServerSentEventMessage:
             "user_id": row.user_id,
             "title": row.body,
             "joined_at": row.created_at,
+        }
+    elif row.kind == CHAT_LEFT:
+        data = {
+            "chat_id": row.chat_id,
+            "user_id": row.user_id,
+            "title": row.body,
+            "left_at": row.created_at,
         }
     else:
         data = {

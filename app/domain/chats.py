@@ -35,10 +35,16 @@ _BLOCKED_BY = Scalar(
     "SELECT EXISTS (SELECT 1 FROM user_blocks WHERE blocked_id = $1 AND blocker_id = ANY($2))",
     bool,
 )
-# $1 chat, $2 user: the membership removed, or nothing when there was none.
+# $1 chat, $2 user: the membership removed and its departure recorded (the event stream's
+# `chat_left`, with the membership's position: docs/events.md), or nothing when there was none.
 _LEAVE = Scalar(
-    "WITH gone AS (DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2 RETURNING 1)"
-    " SELECT EXISTS (SELECT 1 FROM gone)",
+    "WITH gone AS ("
+    "  DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2"
+    "  RETURNING chat_id, user_id, xid"
+    "), departed AS ("
+    "  INSERT INTO chat_departures (chat_id, user_id, joined_xid)"
+    "  SELECT chat_id, user_id, xid FROM gone RETURNING 1"
+    ") SELECT EXISTS (SELECT 1 FROM departed)",
     bool,
 )
 # $1 blocker, $2 blocked: whether the blocked user exists (the block is kept once).

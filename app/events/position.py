@@ -1,10 +1,10 @@
 """Event positions: `(xid, kind, id)`, totally ordered, and the `id:` text clients send back.
 
 `xid` is the id of the transaction that wrote the row (`pg_current_xact_id()`, 64 bits), `kind`
-orders the rows one transaction wrote (a membership before a message), `id` is the row's id
-(the chat id for a membership). A position with `kind` 0 is a *floor*: everything below `xid`
-and nothing at or above it; it is what a stream's first event carries, so a client that
-received no event yet still has a place to resume from.
+orders the rows one transaction wrote (a membership, then a message, then a departure), `id`
+is the row's id (the chat id for a membership or a departure). A position with `kind` 0 is a
+*floor*: everything below `xid` and nothing at or above it; it is what a stream's first event
+carries, so a client that received no event yet still has a place to resume from.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 CHAT_JOINED = 1
 MESSAGE = 2
+CHAT_LEFT = 3
 _MAX = 2**63 - 1
 
 
@@ -43,7 +44,7 @@ class Position(NamedTuple):
         if len(parts) != 3 or not all(part.isascii() and part.isdigit() for part in parts):
             raise InvalidPositionError("expected an event id this stream sent")
         xid, kind, row = (int(part) for part in parts)
-        if kind not in (0, CHAT_JOINED, MESSAGE) or xid > _MAX or row > _MAX:
+        if kind not in (0, CHAT_JOINED, MESSAGE, CHAT_LEFT) or xid > _MAX or row > _MAX:
             raise InvalidPositionError("expected an event id this stream sent")
         if kind == 0 and row != 0:
             raise InvalidPositionError("expected an event id this stream sent")

@@ -33,7 +33,7 @@ from app.db.cluster import Database
 from app.db.connection import Connection, Query, Scalar
 from app.db.session import DbSession
 from app.dsn import parse_host_list
-from app.events.position import CHAT_JOINED, MESSAGE, Position
+from app.events.position import CHAT_JOINED, CHAT_LEFT, MESSAGE, Position
 from app.schema.find_primary import find_primary
 from app.schema.migrate import ssl_context
 
@@ -56,20 +56,21 @@ class Horizon(NamedTuple):
 
 
 class EventRow(NamedTuple):
-    """One event as read: a membership (`kind` 1) or a message (`kind` 2)."""
+    """One event as read: a membership (`kind` 1), a message (`kind` 2) or a departure
+    (`kind` 3)."""
 
     kind: int
     xid: int
     id: int
-    """The message id; the chat id for a membership."""
+    """The message id; the chat id for a membership or a departure."""
     chat_id: int
     user_id: int
-    """The sender of a message; the member who joined for a membership."""
+    """The sender of a message; the member who joined or left."""
     body: str | None
-    """The message's body; the chat's title for a membership."""
+    """The message's body; the chat's title for a membership or a departure."""
     client_msg_id: str | None
     created_at: datetime
-    """When the message was stored, or the member joined."""
+    """When the message was stored, or the member joined or left."""
     recipients: list[int]
     """Of the users asked about, who receives it (live reads; catch-up: the one user)."""
 
@@ -92,8 +93,8 @@ _ANNOUNCE: Scalar[None] = Scalar(
 )
 
 # Every event of [$1, $2) (transaction ids) for the users $3: a member receives the messages
-# of transactions after the one that made them a member (a rule that does not depend on when
-# the query runs). Ordered by position.
+# of transactions after the one that made them a member and, once they left, before the one
+# that ended it (a rule that does not depend on when the query runs). Ordered by position.
 _LIVE = Query(
     f"SELECT {CHAT_JOINED}"  # noqa: S608 - constants only
     f", cm.xid, cm.chat_id, cm.chat_id, cm.user_id, c.title, NULL::text,"
@@ -103,8 +104,15 @@ _LIVE = Query(
     " UNION ALL"
     f" SELECT {MESSAGE}, m.xid, m.id, m.chat_id, m.sender_id, m.body, m.client_msg_id,"
     "  m.created_at, ARRAY(SELECT cm.user_id FROM chat_members cm WHERE cm.chat_id = m.chat_id"
-    "   AND cm.user_id = ANY($3::bigint[]) AND cm.xid < m.xid)"
+    "   AND cm.user_id = ANY($3::bigint[]) AND cm.xid < m.xid"
+    "   UNION SELECT d.user_id FROM chat_departures d WHERE d.chat_id = m.chat_id"
+    "   AND d.user_id = ANY($3::bigint[]) AND d.joined_xid < m.xid AND d.xid > m.xid)"
     " FROM messages m WHERE m.xid >= $1 AND m.xid < $2"
+    " UNION ALL"
+    f" SELECT {CHAT_LEFT}, d.xid, d.chat_id, d.chat_id, d.user_id, c.title, NULL::text,"
+    "  d.left_at, ARRAY[d.user_id]"
+    " FROM chat_departures d JOIN chats c ON c.id = d.chat_id"
+    " WHERE d.xid >= $1 AND d.xid < $2 AND d.user_id = ANY($3::bigint[])"
     " ORDER BY 2, 1, 3",
     EventRow,
 )
@@ -124,6 +132,19 @@ _CATCH_UP = Query(
     " FROM chat_members cm JOIN messages m ON m.chat_id = cm.chat_id AND m.xid > cm.xid"
     " WHERE cm.user_id = $1 AND m.xid >= $2 AND m.xid < $5"
     f"  AND (m.xid, {MESSAGE}, m.id) > ($2, $3, $4)"
+    " UNION ALL"
+    f" SELECT {MESSAGE}, m.xid, m.id, m.chat_id, m.sender_id, m.body, m.client_msg_id,"
+    "  m.created_at, ARRAY[d.user_id]"
+    " FROM chat_departures d JOIN messages m ON m.chat_id = d.chat_id"
+    "  AND m.xid > d.joined_xid AND m.xid < d.xid"
+    " WHERE d.user_id = $1 AND m.xid >= $2 AND m.xid < $5"
+    f"  AND (m.xid, {MESSAGE}, m.id) > ($2, $3, $4)"
+    " UNION ALL"
+    f" SELECT {CHAT_LEFT}, d.xid, d.chat_id, d.chat_id, d.user_id, c.title, NULL::text,"
+    "  d.left_at, ARRAY[d.user_id]"
+    " FROM chat_departures d JOIN chats c ON c.id = d.chat_id"
+    " WHERE d.user_id = $1 AND d.xid >= $2 AND d.xid < $5"
+    f"  AND (d.xid, {CHAT_LEFT}, d.chat_id) > ($2, $3, $4)"
     ") AS e ORDER BY xid, kind, id LIMIT $6",
     EventRow,
 )

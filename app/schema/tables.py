@@ -94,6 +94,22 @@ messages = Table(
 )
 
 
+# A member who left a chat (docs/events.md): `joined_xid` is the membership's position, `xid`
+# the leaving's, so messages between the two still reach a client resuming from before.
+chat_departures = Table(
+    "chat_departures",
+    metadata,
+    Column("chat_id", BigInteger, ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("joined_xid", BigInteger, nullable=False),
+    Column("left_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("xid", BigInteger, nullable=False, server_default=text(XID_DEFAULT)),
+    PrimaryKeyConstraint("chat_id", "user_id", "xid"),
+    Index("ix_chat_departures_xid", "xid"),
+    Index("ix_chat_departures_user_id_xid", "user_id", "xid"),
+)
+
+
 refresh_tokens = Table(
     "refresh_tokens",
     metadata,

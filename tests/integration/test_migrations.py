@@ -34,7 +34,10 @@ _XID_COLUMNS = (
 def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
     upgrade(scratch_url)
     assert fetchval(scratch_url, _TABLES, _NAMES) == 5
-    assert fetchval(scratch_url, "SELECT version_num FROM alembic_version") == "0005"
+    assert fetchval(scratch_url, "SELECT version_num FROM alembic_version") == "0006"
+    assert fetchval(scratch_url, _TABLES, ["chat_departures"]) == 1
+    downgrade(scratch_url, "0005")
+    assert fetchval(scratch_url, _TABLES, ["chat_departures"]) == 0
     downgrade(scratch_url, "0004")
     assert fetchval(scratch_url, _XID_COLUMNS) == 0
     downgrade(scratch_url, "0002")
@@ -45,7 +48,7 @@ def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
     assert fetchval(scratch_url, _TABLES, _NAMES) == 0
     upgrade(scratch_url)
     assert fetchval(scratch_url, _TABLES, _NAMES) == 5
-    assert fetchval(scratch_url, _XID_COLUMNS) == 2
+    assert fetchval(scratch_url, _XID_COLUMNS) == 3
 
 
 def test_schema_enforces_the_data_model(scratch_url: str) -> None:
@@ -61,6 +64,7 @@ def test_schema_enforces_the_data_model(scratch_url: str) -> None:
         "ix_messages_chat_id_xid_id",
         "ix_chat_members_xid",
         "ix_chat_members_user_id_chat_id",
+        "ix_chat_departures_user_id_xid",
         "uq_messages_sender_id_client_msg_id",
         "uq_users_username",
     ):

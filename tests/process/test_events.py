@@ -18,7 +18,7 @@ from tests.support.api import Account, bearer, create_chat, register, send
 from tests.support.cluster import TestDatabase
 from tests.support.server import ServerProcess
 from tests.support.signing import KEY_ID, SECRET
-from tests.support.sse import EventStream
+from tests.support.sse import Event, EventStream
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,56 @@ def test_a_stream_starts_ready_and_delivers_new_messages(
         event = stream.next()
         assert event.event == "message"
         assert event.json() == {**sent.json(), "created_at": event.json()["created_at"]}
+
+
+def _events_but_joins(stream: EventStream, count: int) -> list[Event]:
+    """The next `count` events other than `chat_joined` (the chats were made just before the
+    stream began; a transaction still running then may put their joins after its start)."""
+    events: list[Event] = []
+    while len(events) < count:
+        event = stream.next()
+        if event.event != "chat_joined":
+            events.append(event)
+    return events
+
+
+def test_leaving_a_chat_ends_its_messages_with_chat_left_live_and_on_resume(
+    server: ServerProcess, http: httpx.Client
+) -> None:
+    """`chat_left` after the last message sent while a member, and none of the chat's messages
+    after it: on the live stream, and for a client resuming from before the leaving."""
+    alice, bob = register(http), register(http)
+    left_chat = create_chat(http, alice, [bob])
+    other_chat = create_chat(http, alice, [bob])
+    with _resumed(server, bob, None) as stream:
+        start = stream.next()
+        assert start.event == "ready"
+        before = send(http, alice, left_chat["id"], "while a member").json()
+        assert (
+            http.delete(f"/chats/{left_chat['id']}/members/me", headers=bob.headers).status_code
+            == 204
+        )
+        after = send(http, alice, left_chat["id"], "after leaving").json()
+        marker = send(http, alice, other_chat["id"], "elsewhere").json()
+        live = _events_but_joins(stream, 3)
+    expected = [
+        ("message", before["id"]),
+        ("chat_left", left_chat["id"]),
+        ("message", marker["id"]),
+    ]
+
+    def seen(events: list[Event]) -> list[tuple[str | None, int]]:
+        return [
+            (event.event, event.json()["id" if event.event == "message" else "chat_id"])
+            for event in events
+        ]
+
+    assert seen(live) == expected, f"{after['id']} must not be delivered"
+    assert live[1].json()["user_id"] == bob.id
+    with _resumed(server, bob, start.id) as stream:
+        resumed = _events_but_joins(stream, 3)
+    assert seen(resumed) == expected, f"{after['id']} must not be delivered"
+    assert [event.id for event in resumed] == [event.id for event in live]
 
 
 def test_resuming_with_last_event_id_delivers_every_missed_message_exactly_once(

@@ -14,10 +14,11 @@ def test_an_event_id_round_trips_and_orders_as_the_stream() -> None:
     assert position.text() == "7421-2-5512"
     assert Position.parse("7421-2-5512") == position
     assert Position.floor(7421) < Position(7421, 1, 1) < position < Position(7422, 1, 1)
+    assert Position.parse("7421-3-9") == Position(7421, 3, 9)  # a departure (chat_left)
 
 
 @pytest.mark.parametrize(
-    "text", ["", "1-2", "a-b-c", "1-3-1", "1-0-5", "-1-2-3", f"{2**63}-2-1", "1-2-3-4", "１-2-3"]
+    "text", ["", "1-2", "a-b-c", "1-4-1", "1-0-5", "-1-2-3", f"{2**63}-2-1", "1-2-3-4", "１-2-3"]
 )
 def test_a_malformed_event_id_is_refused(text: str) -> None:
     with pytest.raises(InvalidPositionError):
