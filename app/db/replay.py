@@ -21,7 +21,17 @@ from app.db.connection import Connection, Scalar
 POLL_S = 0.002
 # A token this far past a replica cannot be replayed within a few milliseconds: no wait.
 WAIT_SKIP_BYTES = 16 * 1024 * 1024
-REPLAY_POSITION: Scalar[int] = Scalar("SELECT pg_last_wal_replay_lsn()", lambda value: value or 0)
+# Only a standby that streams from a primary answers with its position: one that replays
+# nothing new (an old primary restarted as a standby before its rewind, cut off from the
+# cluster) may hold WAL of another timeline at positions past a new primary's token, and would
+# pass it without the write. Behind HAProxy the monitor's probes and a read's connection can
+# land on different members, so the check is made on the read's own connection.
+# `pg_stat_wal_receiver` has a row while a WAL receiver runs, whatever the role may see of it.
+REPLAY_POSITION: Scalar[int] = Scalar(
+    "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_stat_wal_receiver)"
+    " THEN pg_last_wal_replay_lsn() END",
+    lambda value: value or 0,
+)
 
 
 async def replay_position(

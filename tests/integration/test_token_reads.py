@@ -5,17 +5,21 @@ no replica replays in time goes to the primary, and a token ahead of the primary
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 from prometheus_client import REGISTRY
 
+from app.db.connection import DriverConnection
 from app.db.lsn import format_lsn
+from app.db.replay import replay_position
 from tests.support.api import Account, create_chat, make_client, register, send
-from tests.support.cluster import TestDatabase, fetchval
+from tests.support.cluster import TestDatabase, fetchval, wait_until
 
 _PAIRS = 50
 
@@ -102,3 +106,42 @@ def test_an_old_token_is_served_by_a_replica_without_asking(
     response = app_client.get(f"/users/{user.id}", headers=_with_token(user, format_lsn(1)))
     assert response.status_code == 200
     assert _delta(before)["replica"] == 1
+
+
+def _replay_position_asked(url: str) -> int:
+    """What a token read asks a standby, on a connection of its own (`app.db.replay`)."""
+
+    async def ask() -> int:
+        conn = await asyncpg.connect(url)
+        try:
+            return await replay_position(DriverConnection(conn), 1, wait_s=0.0, known_primary=0)
+        finally:
+            await conn.close()
+
+    return asyncio.run(ask())
+
+
+def _receivers(url: str) -> int:
+    return int(fetchval(url, "SELECT count(*) FROM pg_stat_wal_receiver"))
+
+
+def test_a_standby_that_streams_from_no_primary_passes_no_token(database: TestDatabase) -> None:
+    """An old primary restarted as a standby before its rewind replays nothing new and may
+    hold another timeline's WAL past a new primary's tokens: a standby without a WAL
+    receiver answers position 0, so no token read is served there."""
+    replica = database.replica_urls[-1]
+    assert _replay_position_asked(replica) > 0  # streaming: its real position
+    conninfo = str(fetchval(replica, "SHOW primary_conninfo"))
+    assert conninfo
+    fetchval(replica, "ALTER SYSTEM SET primary_conninfo = ''")
+    fetchval(replica, "SELECT pg_reload_conf()")
+    try:
+        wait_until(lambda: _receivers(replica) == 0, what="the WAL receiver to stop")
+        assert fetchval(replica, "SELECT pg_last_wal_replay_lsn() > '0/0'::pg_lsn")
+        assert _replay_position_asked(replica) == 0
+    finally:
+        quoted = conninfo.replace("'", "''")
+        fetchval(replica, f"ALTER SYSTEM SET primary_conninfo = '{quoted}'")
+        fetchval(replica, "SELECT pg_reload_conf()")
+        wait_until(lambda: _receivers(replica) == 1, what="the WAL receiver to stream again")
+    database.wait_replicas()

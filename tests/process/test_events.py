@@ -156,8 +156,7 @@ def test_resuming_with_last_event_id_delivers_every_missed_message_exactly_once(
         # Reconnect with the last id, read a few, drop, while the sends go on.
         for _round in range(4):
             with _resumed(server, bob, last) as stream:
-                for _ in range(5):
-                    event = stream.next()
+                for event in _events_but_joins(stream, 5):
                     assert event.event == "message", event.data
                     received.append(event.json()["id"])
                     last = event.id
@@ -166,8 +165,8 @@ def test_resuming_with_last_event_id_delivers_every_missed_message_exactly_once(
             future.result()
     with _resumed(server, bob, last) as stream:
         while len(received) < len(sent):
-            event = stream.next()
-            assert event.event == "message"
+            (event,) = _events_but_joins(stream, 1)
+            assert event.event == "message", event.data
             received.append(event.json()["id"])
             positions.append(_position(event.id))
     assert sorted(received) == sorted(sent)

@@ -173,12 +173,29 @@ def test_a_malformed_chunked_body_is_a_400(server: ServerProcess) -> None:
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
 
 
+LOGIN_WINDOW_S = 60  # AUTH_LOGIN_WINDOW_S's default, which the module's server keeps
+
+
+def _within_one_window(window_s: int, needed_s: float) -> None:
+    """Wait, if need be, for a fresh window of the sliding window counter (windows begin at
+    multiples of `window_s` since the epoch) so that the next `needed_s` stay within it. The
+    counter weighs the previous window's attempts by the share of it still in the sliding
+    window: a burst that straddles a boundary sees its earlier attempts fade and a few more
+    let through, which is the limiter's documented approximation, not the bug tested here."""
+    left_s = window_s - time.time() % window_s
+    if left_s < needed_s:
+        deadline = time.time() + left_s + 1
+        while time.time() % window_s > needed_s and time.time() < deadline:
+            time.sleep(0.05)
+
+
 def test_refused_attempts_do_not_count_against_the_username(server: ServerProcess) -> None:
     """Issue 19: 55 junk logins from one address (the last 5 refused by its limit) used to
     lock `mallory` out for everyone; only attempts whose password was checked count now."""
     name = f"mallory_{uuid.uuid4().hex[:8]}"
     with httpx.Client(base_url=server.url) as direct:
         assert direct.post("/users", json={"username": name, "password": PASSWORD}).is_success
+    _within_one_window(LOGIN_WINDOW_S, needed_s=20)
     with _client("127.0.0.55") as attacker:
         for _ in range(45):  # someone else's junk: the address's budget goes
             _login(attacker, server.url, "wrong password!", username=f"x{uuid.uuid4().hex[:8]}")
