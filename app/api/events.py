@@ -39,6 +39,7 @@ from app.events.source import EventRow, Horizon
 
 CATCH_UP_BATCH = 500
 _KIND_NAMES = {CHAT_JOINED: "chat_joined", CHAT_LEFT: "chat_left"}
+_MEMBERSHIP_AT = {CHAT_JOINED: "joined_at", CHAT_LEFT: "left_at"}
 _encode = msgspec.json.Encoder().encode
 
 log = structlog.get_logger("app.api.events")
@@ -104,19 +105,12 @@ class EventController(ApiController):
 
 
 def _message(row: EventRow) -> ServerSentEventMessage:
-    if row.kind == CHAT_JOINED:
+    if row.kind in _MEMBERSHIP_AT:  # joined or left: the same fields, their own time's name
         data = {
             "chat_id": row.chat_id,
             "user_id": row.user_id,
             "title": row.body,
-            "joined_at": row.created_at,
-        }
-    elif row.kind == CHAT_LEFT:
-        data = {
-            "chat_id": row.chat_id,
-            "user_id": row.user_id,
-            "title": row.body,
-            "left_at": row.created_at,
+            _MEMBERSHIP_AT[row.kind]: row.created_at,
         }
     else:
         data = {

@@ -250,20 +250,20 @@ class Listener:
 
     async def horizon(self) -> Horizon:
         """The horizon, asked on the listening connection (a primary, checked each second)."""
-        conn = self._conn
-        if conn is None:
-            raise ConnectionError("the listener is not connected")
-        async with self._lock, asyncio.timeout(self._check_interval_s):
-            found = await conn.fetchrow(_HORIZON.sql)
-        return Horizon(*found)
+        return Horizon(*await self._on_connection("fetchrow", _HORIZON.sql))
 
     async def execute(self, sql: str) -> None:
         """Run `sql` on the listening connection (a primary, checked each second)."""
+        await self._on_connection("execute", sql)
+
+    async def _on_connection(self, method: str, sql: str) -> Any:
+        """`sql` through the listening connection's asyncpg `method`, one at a time (the
+        listener's own role check shares the connection), bounded by the check interval."""
         conn = self._conn
         if conn is None:
             raise ConnectionError("the listener is not connected")
         async with self._lock, asyncio.timeout(self._check_interval_s):
-            await conn.execute(sql)
+            return await getattr(conn, method)(sql)
 
     async def wait_connected(self, timeout_s: float) -> bool:
         """Wait up to `timeout_s` for the first connection; whether it is up."""
